@@ -1,0 +1,213 @@
+//! The records keyward keeps: registered keys, their status, and the audit trail.
+
+use std::fmt;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ids::{Email, EnterpriseId, KeyId, KeyName};
+use crate::jwk::AlgorithmFamily;
+
+/// A point in time, in milliseconds since the Unix epoch (UTC). Stored as a plain integer
+/// so both databases hold the same value and ordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn from_millis(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus_seconds(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds.saturating_mul(1000)))
+    }
+
+    /// RFC 3339, UTC, with exactly three fractional digits: `2026-01-12T10:30:00.000Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let millis = self.0.rem_euclid(1000);
+        let date = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            date.hour(),
+            date.minute(),
+            date.second(),
+            millis
+        )
+    }
+
+    /// Parses any RFC 3339 date-time (any offset).
+    pub fn parse_rfc3339(raw: &str) -> Option<Self> {
+        let date = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
+        i64::try_from(date.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Self)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// The only source of "now" for the use cases, so tests can hold time still.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// A key's lifecycle state. Revocation is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Revoked => "REVOKED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "ACTIVE" => Some(Self::Active),
+            "REVOKED" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// Where a key's material lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Registered inline: the canonical public JWK and its RFC 7638 thumbprint.
+    Inline {
+        algorithm: AlgorithmFamily,
+        jwk: String,
+        thumbprint: String,
+    },
+    /// Registered by reference: fetched from this URI when used.
+    JwksUri(String),
+}
+
+/// A key about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub enterprise_id: EnterpriseId,
+    pub key_id: KeyId,
+    pub key_name: KeyName,
+    pub source: KeySource,
+    pub created_at: Timestamp,
+    pub created_by: Email,
+}
+
+/// A stored key, as the store returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub id: Uuid,
+    pub enterprise_id: String,
+    pub key_id: String,
+    pub key_name: String,
+    pub source: KeySource,
+    pub status: KeyStatus,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_by: Option<String>,
+    pub last_verified_at: Option<Timestamp>,
+}
+
+impl StoredKey {
+    pub fn algorithm(&self) -> Option<AlgorithmFamily> {
+        match &self.source {
+            KeySource::Inline { algorithm, .. } => Some(*algorithm),
+            KeySource::JwksUri(_) => None,
+        }
+    }
+
+    pub fn jwks_uri(&self) -> Option<&str> {
+        match &self.source {
+            KeySource::JwksUri(uri) => Some(uri),
+            KeySource::Inline { .. } => None,
+        }
+    }
+}
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<StoredKey>,
+    pub total: u64,
+}
+
+/// Who did something, and under which request: recorded with every audit event.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub actor: Email,
+    pub request_id: String,
+}
+
+/// What happened to a key, as the audit trail records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    Register,
+    Revoke,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Register => "REGISTER",
+            Self::Revoke => "REVOKE",
+        }
+    }
+}
+
+/// One line of the audit trail. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Timestamp,
+    pub enterprise_id: String,
+    pub key_id: String,
+    pub actor: String,
+    pub action: String,
+    /// `OK` or the contract code of the refusal.
+    pub outcome: String,
+    pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_with_milliseconds() {
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let t = Timestamp::from_millis(1_768_213_800_007);
+        assert_eq!(t.to_rfc3339(), "2026-01-12T10:30:00.007Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-12T10:30:00.007Z"),
+            Some(t)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-12T11:30:00.007+01:00"),
+            Some(t)
+        );
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! The ports: what the use cases need from storage, as traits the persistence crate
+//! implements. They are synchronous; the HTTP layer runs them off the async workers.
+//!
+//! Outcomes that are rules (a keyId already used, a limit reached) come back as values;
+//! [`StoreError`] is only for the store itself failing.
+
+use uuid::Uuid;
+
+use crate::auth::{Role, TokenGrant};
+use crate::ids::{Email, EnterpriseId, KeyId};
+use crate::model::{AuditContext, AuditEvent, KeyPage, KeyStatus, NewKey, StoredKey, Timestamp};
+use crate::StoreError;
+
+/// The result of trying to store a new key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted(StoredKey),
+    /// The keyId exists in the enterprise, active or revoked (a tombstone).
+    KeyIdTaken,
+    /// The same public key is registered under this other keyId.
+    ThumbprintTaken {
+        key_id: String,
+    },
+    /// The enterprise already has `max_active` active keys.
+    LimitReached,
+}
+
+/// The result of trying to revoke a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked(StoredKey),
+    NotFound,
+    AlreadyRevoked,
+}
+
+/// Storage for keys. Each write is one transaction that also appends its audit event.
+pub trait KeyStore: Send + Sync {
+    /// Looks up a token by id together with its holder's role in `enterprise` (no role
+    /// when `enterprise` is `None`).
+    fn token_grant(
+        &self,
+        token_id: &str,
+        enterprise: Option<&EnterpriseId>,
+    ) -> Result<Option<TokenGrant>, StoreError>;
+
+    /// Stores `key` unless its keyId or thumbprint is taken or the enterprise has
+    /// `max_active` active keys. Race-free: enforced by the database, not by a prior read.
+    /// Refusals are audited too.
+    fn insert_key(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        audit: &AuditContext,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    fn list_keys(
+        &self,
+        enterprise: &EnterpriseId,
+        status: Option<KeyStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<KeyPage, StoreError>;
+
+    fn get_key(
+        &self,
+        enterprise: &EnterpriseId,
+        key_id: &str,
+    ) -> Result<Option<StoredKey>, StoreError>;
+
+    /// Marks an active key revoked, once: of concurrent calls exactly one succeeds.
+    fn revoke_key(
+        &self,
+        enterprise: &EnterpriseId,
+        key_id: &KeyId,
+        at: Timestamp,
+        audit: &AuditContext,
+    ) -> Result<RevokeOutcome, StoreError>;
+}
+
+/// The result of an administrative write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Done,
+    AlreadyExists,
+    NotFound,
+}
+
+/// Storage for the operator's administration: enterprises, users, memberships, tokens
+/// and reading the audit trail.
+pub trait AdminStore: Send + Sync {
+    fn create_enterprise(
+        &self,
+        id: &EnterpriseId,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError>;
+    fn create_user(
+        &self,
+        id: Uuid,
+        email: &Email,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError>;
+    /// Adds the user to the enterprise, or changes their role. `NotFound` when either is missing.
+    fn set_membership(
+        &self,
+        enterprise: &EnterpriseId,
+        email: &Email,
+        role: Role,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError>;
+    /// `NotFound` when the user is missing.
+    fn insert_token(
+        &self,
+        id: &str,
+        email: &Email,
+        hash: &[u8],
+        created_at: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> Result<AdminOutcome, StoreError>;
+    fn revoke_token(&self, id: &str, at: Timestamp) -> Result<AdminOutcome, StoreError>;
+    fn audit_events(
+        &self,
+        enterprise: &EnterpriseId,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+}

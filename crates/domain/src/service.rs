@@ -1,0 +1,351 @@
+//! The use cases: authorize, register, list, get and revoke keys, and the operator's
+//! administration. Each is a plain method over the ports; none does IO of its own.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::auth::{token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role};
+use crate::ids::{Email, EnterpriseId, KeyId};
+use crate::jwks_uri::InsecureHosts;
+use crate::model::{
+    AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey, Timestamp,
+};
+use crate::ports::{AdminOutcome, AdminStore, InsertOutcome, KeyStore, RevokeOutcome};
+use crate::register::{KeyMaterial, RegisterKey};
+use crate::DomainError;
+
+/// The operator's settings that rules depend on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_active_keys: u32,
+    pub insecure_jwks_hosts: InsecureHosts,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_active_keys: 20,
+            insecure_jwks_hosts: InsecureHosts::default(),
+        }
+    }
+}
+
+/// Listing bounds of the contract.
+pub const LIST_LIMIT_MAX: u32 = 100;
+pub const LIST_LIMIT_DEFAULT: u32 = 50;
+
+/// Key management for enterprise admins.
+pub struct KeyService {
+    store: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+}
+
+impl KeyService {
+    pub fn new(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+        Self {
+            store,
+            clock,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Checks the bearer token, then that its holder administers `enterprise`.
+    /// A bad token is `Unauthenticated` whatever the enterprise; an unknown enterprise is
+    /// `Forbidden`, exactly like one the caller does not administer.
+    pub fn authorize(
+        &self,
+        bearer: &str,
+        enterprise: &str,
+    ) -> Result<EnterpriseAdmin, DomainError> {
+        let id = token_id(bearer).ok_or(DomainError::Unauthenticated)?;
+        // An impossible enterprise id still costs the token lookup, so that a bad token
+        // is reported as such before anything is said about the enterprise.
+        let enterprise_id = EnterpriseId::parse(enterprise);
+        let grant = self
+            .store
+            .token_grant(id, enterprise_id.as_ref())?
+            .ok_or(DomainError::Unauthenticated)?;
+        if !grant.is_valid_for(bearer, self.clock.now()) {
+            return Err(DomainError::Unauthenticated);
+        }
+        match (enterprise_id, grant.role) {
+            (Some(enterprise), Some(Role::Admin)) => Ok(EnterpriseAdmin {
+                enterprise,
+                email: Email::parse(&grant.email)
+                    .map_err(|_| DomainError::Internal("stored email is invalid".into()))?,
+            }),
+            _ => Err(DomainError::Forbidden),
+        }
+    }
+
+    /// Registers a key from a raw request body.
+    pub fn register(
+        &self,
+        admin: &EnterpriseAdmin,
+        body: &[u8],
+        request_id: &str,
+    ) -> Result<StoredKey, DomainError> {
+        let request = RegisterKey::from_body(body, &self.policy.insecure_jwks_hosts)?;
+        self.register_validated(admin, request, request_id)
+    }
+
+    /// Registers an already validated request.
+    pub fn register_validated(
+        &self,
+        admin: &EnterpriseAdmin,
+        request: RegisterKey,
+        request_id: &str,
+    ) -> Result<StoredKey, DomainError> {
+        let source = match &request.material {
+            KeyMaterial::Inline(jwk) => KeySource::Inline {
+                algorithm: jwk.curve().family(),
+                jwk: jwk.to_canonical_json(),
+                thumbprint: jwk.thumbprint().as_str().to_owned(),
+            },
+            KeyMaterial::Uri(uri) => KeySource::JwksUri(uri.as_str().to_owned()),
+        };
+        let key = NewKey {
+            id: Uuid::new_v4(),
+            enterprise_id: admin.enterprise.clone(),
+            key_id: request.key_id.clone(),
+            key_name: request.key_name,
+            source,
+            created_at: self.clock.now(),
+            created_by: admin.email.clone(),
+        };
+        let audit = AuditContext {
+            actor: admin.email.clone(),
+            request_id: request_id.to_owned(),
+        };
+        match self
+            .store
+            .insert_key(&key, self.policy.max_active_keys, &audit)?
+        {
+            InsertOutcome::Inserted(stored) => Ok(stored),
+            InsertOutcome::KeyIdTaken => Err(DomainError::KeyIdAlreadyUsed(
+                request.key_id.as_str().to_owned(),
+            )),
+            InsertOutcome::ThumbprintTaken { key_id } => {
+                Err(DomainError::KeyAlreadyRegistered(key_id))
+            }
+            InsertOutcome::LimitReached => Err(DomainError::ActiveKeyLimitReached(
+                self.policy.max_active_keys,
+            )),
+        }
+    }
+
+    /// One page of the enterprise's keys, oldest first.
+    pub fn list(
+        &self,
+        admin: &EnterpriseAdmin,
+        status: Option<&str>,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> Result<(KeyPage, u32, u64), DomainError> {
+        let status = status
+            .map(|s| {
+                KeyStatus::parse(s).ok_or_else(|| {
+                    DomainError::InvalidRequest(format!(
+                        "status '{}' is not a key status; use ACTIVE or REVOKED",
+                        s.escape_debug()
+                    ))
+                })
+            })
+            .transpose()?;
+        let limit = match limit {
+            None => LIST_LIMIT_DEFAULT,
+            Some(l) if (1..=i64::from(LIST_LIMIT_MAX)).contains(&l) => l as u32,
+            Some(l) => {
+                return Err(DomainError::InvalidRequest(format!(
+                    "limit {l} is out of range; use 1 to {LIST_LIMIT_MAX}"
+                )))
+            }
+        };
+        let offset = match offset {
+            None => 0,
+            Some(o) if o >= 0 => o as u64,
+            Some(o) => {
+                return Err(DomainError::InvalidRequest(format!(
+                    "prevId {o} is out of range; use an offset of 0 or more"
+                )))
+            }
+        };
+        let page = self
+            .store
+            .list_keys(&admin.enterprise, status, limit, offset)?;
+        Ok((page, limit, offset))
+    }
+
+    /// One key by its keyId.
+    pub fn get(&self, admin: &EnterpriseAdmin, key_id: &str) -> Result<StoredKey, DomainError> {
+        self.store
+            .get_key(&admin.enterprise, key_id)?
+            .ok_or_else(|| DomainError::KeyNotFound(key_id.escape_debug().to_string()))
+    }
+
+    /// Revokes a key: permanent, audited, and exactly once under concurrency.
+    pub fn revoke(
+        &self,
+        admin: &EnterpriseAdmin,
+        key_id: &str,
+        request_id: &str,
+    ) -> Result<StoredKey, DomainError> {
+        let not_found = || DomainError::KeyNotFound(key_id.escape_debug().to_string());
+        let key_id = KeyId::parse(key_id).map_err(|_| not_found())?;
+        let audit = AuditContext {
+            actor: admin.email.clone(),
+            request_id: request_id.to_owned(),
+        };
+        match self
+            .store
+            .revoke_key(&admin.enterprise, &key_id, self.clock.now(), &audit)?
+        {
+            RevokeOutcome::Revoked(key) => Ok(key),
+            RevokeOutcome::NotFound => Err(not_found()),
+            RevokeOutcome::AlreadyRevoked => {
+                Err(DomainError::KeyAlreadyRevoked(key_id.as_str().to_owned()))
+            }
+        }
+    }
+}
+
+/// The operator's administration, behind the `keyward admin` commands.
+pub struct AdminService {
+    store: Arc<dyn AdminStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AdminService {
+    pub fn new(store: Arc<dyn AdminStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn create_enterprise(
+        &self,
+        id: &str,
+        name: Option<&str>,
+    ) -> Result<EnterpriseId, DomainError> {
+        let id = EnterpriseId::parse(id).ok_or_else(|| {
+            DomainError::InvalidRequest(format!(
+                "'{}' is not a valid enterprise id; use 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                id.escape_debug()
+            ))
+        })?;
+        let name = name.unwrap_or(id.as_str());
+        match self.store.create_enterprise(&id, name, self.clock.now())? {
+            AdminOutcome::Done => Ok(id),
+            _ => Err(DomainError::InvalidRequest(format!(
+                "enterprise '{id}' already exists"
+            ))),
+        }
+    }
+
+    pub fn create_user(&self, email: &str) -> Result<Email, DomainError> {
+        let email = Email::parse(email)?;
+        match self
+            .store
+            .create_user(Uuid::new_v4(), &email, self.clock.now())?
+        {
+            AdminOutcome::Done => Ok(email),
+            _ => Err(DomainError::InvalidRequest(format!(
+                "user '{email}' already exists"
+            ))),
+        }
+    }
+
+    pub fn add_member(&self, enterprise: &str, email: &str, role: &str) -> Result<(), DomainError> {
+        let enterprise = EnterpriseId::parse(enterprise).ok_or_else(|| {
+            DomainError::InvalidRequest(format!(
+                "'{}' is not a valid enterprise id",
+                enterprise.escape_debug()
+            ))
+        })?;
+        let email = Email::parse(email)?;
+        let role = Role::parse(role).ok_or_else(|| {
+            DomainError::InvalidRequest(format!(
+                "role '{}' is not a role; use admin or member",
+                role.escape_debug()
+            ))
+        })?;
+        match self
+            .store
+            .set_membership(&enterprise, &email, role, self.clock.now())?
+        {
+            AdminOutcome::Done | AdminOutcome::AlreadyExists => Ok(()),
+            AdminOutcome::NotFound => Err(DomainError::InvalidRequest(format!(
+                "enterprise '{enterprise}' or user '{email}' does not exist; create them first"
+            ))),
+        }
+    }
+
+    /// Issues a token for the user. `random` supplies 40 bytes of fresh randomness.
+    pub fn issue_token(
+        &self,
+        email: &str,
+        ttl_seconds: Option<i64>,
+        random: [u8; 40],
+    ) -> Result<IssuedToken, DomainError> {
+        let email = Email::parse(email)?;
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        id.copy_from_slice(&random[..8]);
+        secret.copy_from_slice(&random[8..]);
+        let issued = IssuedToken::from_random(id, secret);
+        let now = self.clock.now();
+        let expires = ttl_seconds.map(|ttl| now.plus_seconds(ttl));
+        match self
+            .store
+            .insert_token(&issued.id, &email, &issued.hash, now, expires)?
+        {
+            AdminOutcome::Done => Ok(issued),
+            AdminOutcome::NotFound => Err(DomainError::InvalidRequest(format!(
+                "user '{email}' does not exist; create it with 'keyward admin user create {email}'"
+            ))),
+            AdminOutcome::AlreadyExists => Err(DomainError::Internal("token id collision".into())),
+        }
+    }
+
+    pub fn revoke_token(&self, reference: &str) -> Result<String, DomainError> {
+        let id = token_id_from_reference(reference).ok_or_else(|| {
+            DomainError::InvalidRequest(
+                "give the token's id or its 'kw_<id>' prefix, as printed when it was issued".into(),
+            )
+        })?;
+        match self.store.revoke_token(id, self.clock.now())? {
+            AdminOutcome::Done | AdminOutcome::AlreadyExists => Ok(id.to_owned()),
+            AdminOutcome::NotFound => Err(DomainError::InvalidRequest(format!(
+                "no token with id '{id}'"
+            ))),
+        }
+    }
+
+    pub fn audit(
+        &self,
+        enterprise: &str,
+        since: Option<&str>,
+    ) -> Result<Vec<AuditEvent>, DomainError> {
+        let enterprise = EnterpriseId::parse(enterprise).ok_or_else(|| {
+            DomainError::InvalidRequest(format!(
+                "'{}' is not a valid enterprise id",
+                enterprise.escape_debug()
+            ))
+        })?;
+        let since = since
+            .map(|s| {
+                Timestamp::parse_rfc3339(s).ok_or_else(|| {
+                    DomainError::InvalidRequest(format!(
+                        "'{}' is not an RFC 3339 time; use the form 2026-01-12T10:30:00Z",
+                        s.escape_debug()
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(self.store.audit_events(&enterprise, since)?)
+    }
+}
