@@ -24,7 +24,8 @@ pub use ids::{Email, EnterpriseId, KeyId, KeyName};
 pub use jwk::{AlgorithmFamily, Curve, PublicJwk, Thumbprint};
 pub use jwks_uri::{InsecureHosts, JwksUri};
 pub use model::{
-    AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey, Timestamp,
+    AuditAction, AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey,
+    Timestamp,
 };
 pub use register::{KeyMaterial, RegisterKey};
 pub use service::{AdminService, KeyService, Policy, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};

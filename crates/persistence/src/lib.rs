@@ -1,1 +1,31 @@
-//! placeholder
+//! keyward's storage: the Diesel schema and the repository behind the domain's ports, on
+//! an embedded SQLite file (the default) or PostgreSQL.
+//!
+//! Every write is one transaction. Uniqueness of keyIds (tombstones) and thumbprints is
+//! enforced by the database's unique constraints; the active-key limit by a guarded
+//! counter update on the enterprise row. Reads before writes only choose the error
+//! message; they never decide what is stored.
+
+mod db;
+mod repo;
+mod rows;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{
+    build_pool, migrations_current, revert_all_migrations, run_migrations, ConnectionManager,
+    DatabaseUrl, DbConnection, Pool, PoolOptions,
+};
+pub use repo::Repository;
+
+/// Failures of the storage layer itself, outside any use case.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Query(String),
+}

@@ -1,0 +1,623 @@
+//! The repository: the domain's ports implemented with Diesel on either backend.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use keyward_domain::ports::{AdminOutcome, AdminStore, InsertOutcome, KeyStore, RevokeOutcome};
+use keyward_domain::{
+    AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
+    KeyStatus, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
+};
+use uuid::Uuid;
+
+use crate::db::{DbConnection, Pool};
+use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
+use crate::schema::{api_tokens, audit_events, enterprises, memberships, users, webhook_keys};
+
+/// The store behind every port, over a connection pool.
+#[derive(Clone)]
+pub struct Repository {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("pool_state", &self.pool.state())
+            .finish()
+    }
+}
+
+/// Why a write transaction stopped early: a rule outcome (rolled back on purpose) or a
+/// database failure.
+enum Abort<T> {
+    Outcome(T),
+    Db(DieselError),
+}
+
+impl<T> From<DieselError> for Abort<T> {
+    fn from(err: DieselError) -> Self {
+        Abort::Db(err)
+    }
+}
+
+impl Repository {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<crate::ConnectionManager>, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// True when the database answers and its schema is current.
+    pub fn ready(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        crate::db::migrations_current(&mut conn).map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// Runs `f` in a write transaction. On SQLite the transaction takes the write lock at
+/// its start (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
+/// instead of failing when they upgrade a read lock.
+fn write_tx<T, O>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
+) -> Result<T, Abort<O>> {
+    match conn {
+        DbConnection::Postgres(_) => conn.transaction(f),
+        DbConnection::Sqlite(_) => {
+            diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
+            match f(conn) {
+                Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
+                    Ok(_) => Ok(value),
+                    Err(err) => {
+                        let _ = diesel::sql_query("ROLLBACK").execute(conn);
+                        Err(Abort::Db(err))
+                    }
+                },
+                Err(abort) => {
+                    diesel::sql_query("ROLLBACK").execute(conn)?;
+                    Err(abort)
+                }
+            }
+        }
+    }
+}
+
+/// Maps a Diesel failure: lost connections and lock timeouts are "unavailable" (worth a
+/// retry); everything else is internal.
+fn store_error(err: DieselError) -> StoreError {
+    match &err {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => StoreError::Unavailable(err.to_string()),
+        DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+fn is_transient(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "database is locked",
+        "database is busy",
+        "terminating connection",
+        "server closed the connection",
+        "connection",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+fn abort_error<O>(abort: Abort<O>) -> Result<O, StoreError> {
+    match abort {
+        Abort::Outcome(outcome) => Ok(outcome),
+        Abort::Db(err) => Err(store_error(err)),
+    }
+}
+
+fn is_unique_violation(err: &DieselError) -> bool {
+    matches!(
+        err,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+fn append_audit(
+    conn: &mut DbConnection,
+    at: Timestamp,
+    enterprise: &str,
+    key_id: &str,
+    action: AuditAction,
+    outcome: &str,
+    audit: &AuditContext,
+) -> QueryResult<usize> {
+    diesel::insert_into(audit_events::table)
+        .values(NewAuditRow {
+            at: at.millis(),
+            enterprise_id: enterprise,
+            key_id,
+            actor: audit.actor.as_str(),
+            action: action.as_str(),
+            outcome,
+            request_id: &audit.request_id,
+        })
+        .execute(conn)
+}
+
+/// Which existing key blocks `key` (keyId first, then thumbprint), if any.
+fn conflict_of(conn: &mut DbConnection, key: &NewKey) -> QueryResult<Option<InsertOutcome>> {
+    let enterprise = key.enterprise_id.as_str();
+    let key_id_taken: i64 = webhook_keys::table
+        .filter(webhook_keys::enterprise_id.eq(enterprise))
+        .filter(webhook_keys::key_id.eq(key.key_id.as_str()))
+        .count()
+        .get_result(conn)?;
+    if key_id_taken > 0 {
+        return Ok(Some(InsertOutcome::KeyIdTaken));
+    }
+    if let KeySource::Inline { thumbprint, .. } = &key.source {
+        let holder: Option<String> = webhook_keys::table
+            .filter(webhook_keys::enterprise_id.eq(enterprise))
+            .filter(webhook_keys::thumbprint.eq(thumbprint))
+            .select(webhook_keys::key_id)
+            .first(conn)
+            .optional()?;
+        if let Some(key_id) = holder {
+            return Ok(Some(InsertOutcome::ThumbprintTaken { key_id }));
+        }
+    }
+    Ok(None)
+}
+
+fn refusal_code(outcome: &InsertOutcome) -> &'static str {
+    match outcome {
+        InsertOutcome::Inserted(_) => "OK",
+        InsertOutcome::KeyIdTaken => "KEY_ID_ALREADY_USED",
+        InsertOutcome::ThumbprintTaken { .. } => "KEY_ALREADY_REGISTERED",
+        InsertOutcome::LimitReached => "ACTIVE_KEY_LIMIT_REACHED",
+    }
+}
+
+/// A placeholder outcome for "a unique constraint fired; look again to say which".
+const RACED: InsertOutcome = InsertOutcome::LimitReached;
+
+impl KeyStore for Repository {
+    fn token_grant(
+        &self,
+        token_id: &str,
+        enterprise: Option<&EnterpriseId>,
+    ) -> Result<Option<TokenGrant>, StoreError> {
+        let mut conn = self.conn()?;
+        let token: Option<(Vec<u8>, Option<i64>, Option<i64>, String, String)> = api_tokens::table
+            .inner_join(users::table)
+            .filter(api_tokens::id.eq(token_id))
+            .select((
+                api_tokens::token_hash,
+                api_tokens::expires_at,
+                api_tokens::revoked_at,
+                users::email,
+                users::id,
+            ))
+            .first(&mut *conn)
+            .optional()
+            .map_err(store_error)?;
+        let Some((hash, expires_at, revoked_at, email, user_id)) = token else {
+            return Ok(None);
+        };
+        let role = match enterprise {
+            None => None,
+            Some(enterprise) => memberships::table
+                .filter(memberships::enterprise_id.eq(enterprise.as_str()))
+                .filter(memberships::user_id.eq(&user_id))
+                .select(memberships::role)
+                .first::<String>(&mut *conn)
+                .optional()
+                .map_err(store_error)?
+                .and_then(|r| Role::parse(&r)),
+        };
+        Ok(Some(TokenGrant {
+            hash,
+            expires_at: expires_at.map(Timestamp::from_millis),
+            revoked: revoked_at.is_some(),
+            email,
+            role,
+        }))
+    }
+
+    fn insert_key(
+        &self,
+        key: &NewKey,
+        max_active: u32,
+        audit: &AuditContext,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let (algorithm, jwks_uri, jwk, thumbprint) = match &key.source {
+            KeySource::Inline {
+                algorithm,
+                jwk,
+                thumbprint,
+            } => (
+                Some(algorithm.as_str()),
+                None,
+                Some(jwk.as_str()),
+                Some(thumbprint.as_str()),
+            ),
+            KeySource::JwksUri(uri) => (None, Some(uri.as_str()), None, None),
+        };
+        let row = NewKeyRow {
+            id: key.id.to_string(),
+            enterprise_id: key.enterprise_id.as_str(),
+            key_id: key.key_id.as_str(),
+            key_name: key.key_name.as_str(),
+            algorithm,
+            jwks_uri,
+            jwk,
+            thumbprint,
+            status: KeyStatus::Active.as_str(),
+            created_at: key.created_at.millis(),
+            created_by: key.created_by.as_str(),
+        };
+        let enterprise = key.enterprise_id.as_str();
+        let attempt = write_tx(&mut conn, |conn| {
+            if let Some(conflict) = conflict_of(conn, key)? {
+                return Err(Abort::Outcome(conflict));
+            }
+            match diesel::insert_into(webhook_keys::table)
+                .values(&row)
+                .execute(conn)
+            {
+                Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),
+                other => other?,
+            };
+            let bumped = diesel::update(enterprises::table)
+                .filter(enterprises::id.eq(enterprise))
+                .filter(enterprises::active_keys.lt(i64::from(max_active)))
+                .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
+                .execute(conn)?;
+            if bumped == 0 {
+                return Err(Abort::Outcome(InsertOutcome::LimitReached));
+            }
+            append_audit(
+                conn,
+                key.created_at,
+                enterprise,
+                key.key_id.as_str(),
+                AuditAction::Register,
+                "OK",
+                audit,
+            )?;
+            Ok(())
+        });
+        let refused = match attempt {
+            Ok(()) => {
+                return Ok(InsertOutcome::Inserted(StoredKey {
+                    id: key.id,
+                    enterprise_id: enterprise.to_owned(),
+                    key_id: key.key_id.as_str().to_owned(),
+                    key_name: key.key_name.as_str().to_owned(),
+                    source: key.source.clone(),
+                    status: KeyStatus::Active,
+                    created_at: key.created_at,
+                    created_by: key.created_by.as_str().to_owned(),
+                    revoked_at: None,
+                    revoked_by: None,
+                    last_verified_at: None,
+                }))
+            }
+            Err(Abort::Outcome(outcome)) => outcome,
+            Err(Abort::Db(err)) if is_unique_violation(&err) => RACED,
+            Err(Abort::Db(err)) => return Err(store_error(err)),
+        };
+        // The refusal is recorded in its own transaction: the attempt's was rolled back.
+        // A unique constraint that fired under a race is named by looking again.
+        let outcome = write_tx(&mut conn, |conn| {
+            let outcome = match refused {
+                InsertOutcome::LimitReached => match conflict_of(conn, key)? {
+                    Some(conflict) => conflict,
+                    None => InsertOutcome::LimitReached,
+                },
+                other => other,
+            };
+            append_audit(
+                conn,
+                key.created_at,
+                enterprise,
+                key.key_id.as_str(),
+                AuditAction::Register,
+                refusal_code(&outcome),
+                audit,
+            )?;
+            Ok::<_, Abort<()>>(outcome)
+        });
+        match outcome {
+            Ok(outcome) => Ok(outcome),
+            Err(abort) => {
+                abort_error(abort).and(Err(StoreError::Internal("audit write aborted".into())))
+            }
+        }
+    }
+
+    fn list_keys(
+        &self,
+        enterprise: &EnterpriseId,
+        status: Option<KeyStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<KeyPage, StoreError> {
+        let mut conn = self.conn()?;
+        let filtered = || {
+            let mut query = webhook_keys::table
+                .filter(webhook_keys::enterprise_id.eq(enterprise.as_str().to_owned()))
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(webhook_keys::status.eq(status.as_str()));
+            }
+            query
+        };
+        let total: i64 = filtered()
+            .count()
+            .get_result(&mut *conn)
+            .map_err(store_error)?;
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let rows: Vec<KeyRow> = filtered()
+            .select(KeyRow::as_select())
+            .order(webhook_keys::seq.asc())
+            .limit(i64::from(limit))
+            .offset(offset)
+            .load(&mut *conn)
+            .map_err(store_error)?;
+        let keys = rows
+            .into_iter()
+            .map(StoredKey::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(KeyPage {
+            keys,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    fn get_key(
+        &self,
+        enterprise: &EnterpriseId,
+        key_id: &str,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let mut conn = self.conn()?;
+        webhook_keys::table
+            .filter(webhook_keys::enterprise_id.eq(enterprise.as_str()))
+            .filter(webhook_keys::key_id.eq(key_id))
+            .select(KeyRow::as_select())
+            .first(&mut *conn)
+            .optional()
+            .map_err(store_error)?
+            .map(StoredKey::try_from)
+            .transpose()
+    }
+
+    fn revoke_key(
+        &self,
+        enterprise: &EnterpriseId,
+        key_id: &KeyId,
+        at: Timestamp,
+        audit: &AuditContext,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let enterprise = enterprise.as_str();
+        let key_id = key_id.as_str();
+        let done = write_tx(&mut conn, |conn| {
+            let changed = diesel::update(webhook_keys::table)
+                .filter(webhook_keys::enterprise_id.eq(enterprise))
+                .filter(webhook_keys::key_id.eq(key_id))
+                .filter(webhook_keys::status.eq(KeyStatus::Active.as_str()))
+                .set((
+                    webhook_keys::status.eq(KeyStatus::Revoked.as_str()),
+                    webhook_keys::revoked_at.eq(Some(at.millis())),
+                    webhook_keys::revoked_by.eq(Some(audit.actor.as_str())),
+                ))
+                .execute(conn)?;
+            if changed == 0 {
+                let exists: i64 = webhook_keys::table
+                    .filter(webhook_keys::enterprise_id.eq(enterprise))
+                    .filter(webhook_keys::key_id.eq(key_id))
+                    .count()
+                    .get_result(conn)?;
+                return Err(Abort::Outcome(if exists > 0 {
+                    RevokeOutcome::AlreadyRevoked
+                } else {
+                    RevokeOutcome::NotFound
+                }));
+            }
+            diesel::update(enterprises::table)
+                .filter(enterprises::id.eq(enterprise))
+                .set(enterprises::active_keys.eq(enterprises::active_keys - 1))
+                .execute(conn)?;
+            append_audit(
+                conn,
+                at,
+                enterprise,
+                key_id,
+                AuditAction::Revoke,
+                "OK",
+                audit,
+            )?;
+            let row: KeyRow = webhook_keys::table
+                .filter(webhook_keys::enterprise_id.eq(enterprise))
+                .filter(webhook_keys::key_id.eq(key_id))
+                .select(KeyRow::as_select())
+                .first(conn)?;
+            Ok(row)
+        });
+        match done {
+            Ok(row) => Ok(RevokeOutcome::Revoked(StoredKey::try_from(row)?)),
+            Err(abort) => abort_error(abort),
+        }
+    }
+}
+
+impl AdminStore for Repository {
+    fn create_enterprise(
+        &self,
+        id: &EnterpriseId,
+        name: &str,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(enterprises::table)
+            .values((
+                enterprises::id.eq(id.as_str()),
+                enterprises::name.eq(name),
+                enterprises::active_keys.eq(0_i64),
+                enterprises::created_at.eq(at.millis()),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(AdminOutcome::Done),
+            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    fn create_user(
+        &self,
+        id: Uuid,
+        email: &Email,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(users::table)
+            .values((
+                users::id.eq(id.to_string()),
+                users::email.eq(email.as_str()),
+                users::created_at.eq(at.millis()),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(AdminOutcome::Done),
+            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    fn set_membership(
+        &self,
+        enterprise: &EnterpriseId,
+        email: &Email,
+        role: Role,
+        at: Timestamp,
+    ) -> Result<AdminOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let result = write_tx(&mut conn, |conn| {
+            let user_id: Option<String> = users::table
+                .filter(users::email.eq(email.as_str()))
+                .select(users::id)
+                .first(conn)
+                .optional()?;
+            let enterprise_exists: i64 = enterprises::table
+                .filter(enterprises::id.eq(enterprise.as_str()))
+                .count()
+                .get_result(conn)?;
+            let Some(user_id) = user_id.filter(|_| enterprise_exists > 0) else {
+                return Err(Abort::Outcome(AdminOutcome::NotFound));
+            };
+            let updated = diesel::update(memberships::table)
+                .filter(memberships::enterprise_id.eq(enterprise.as_str()))
+                .filter(memberships::user_id.eq(&user_id))
+                .set(memberships::role.eq(role.as_str()))
+                .execute(conn)?;
+            if updated == 0 {
+                diesel::insert_into(memberships::table)
+                    .values((
+                        memberships::enterprise_id.eq(enterprise.as_str()),
+                        memberships::user_id.eq(&user_id),
+                        memberships::role.eq(role.as_str()),
+                        memberships::created_at.eq(at.millis()),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(AdminOutcome::Done)
+        });
+        result.or_else(abort_error)
+    }
+
+    fn insert_token(
+        &self,
+        id: &str,
+        email: &Email,
+        hash: &[u8],
+        created_at: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> Result<AdminOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let user_id: Option<String> = users::table
+            .filter(users::email.eq(email.as_str()))
+            .select(users::id)
+            .first(&mut *conn)
+            .optional()
+            .map_err(store_error)?;
+        let Some(user_id) = user_id else {
+            return Ok(AdminOutcome::NotFound);
+        };
+        let inserted = diesel::insert_into(api_tokens::table)
+            .values((
+                api_tokens::id.eq(id),
+                api_tokens::user_id.eq(&user_id),
+                api_tokens::token_hash.eq(hash),
+                api_tokens::created_at.eq(created_at.millis()),
+                api_tokens::expires_at.eq(expires_at.map(Timestamp::millis)),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(AdminOutcome::Done),
+            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
+            Err(err) => Err(store_error(err)),
+        }
+    }
+
+    fn revoke_token(&self, id: &str, at: Timestamp) -> Result<AdminOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let changed = diesel::update(api_tokens::table)
+            .filter(api_tokens::id.eq(id))
+            .filter(api_tokens::revoked_at.is_null())
+            .set(api_tokens::revoked_at.eq(Some(at.millis())))
+            .execute(&mut *conn)
+            .map_err(store_error)?;
+        if changed > 0 {
+            return Ok(AdminOutcome::Done);
+        }
+        let exists: i64 = api_tokens::table
+            .filter(api_tokens::id.eq(id))
+            .count()
+            .get_result(&mut *conn)
+            .map_err(store_error)?;
+        Ok(if exists > 0 {
+            AdminOutcome::AlreadyExists
+        } else {
+            AdminOutcome::NotFound
+        })
+    }
+
+    fn audit_events(
+        &self,
+        enterprise: &EnterpriseId,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<AuditRow> = audit_events::table
+            .filter(audit_events::enterprise_id.eq(enterprise.as_str()))
+            .filter(audit_events::at.ge(since.map_or(i64::MIN, Timestamp::millis)))
+            .select(AuditRow::as_select())
+            .order(audit_events::seq.asc())
+            .load(&mut *conn)
+            .map_err(store_error)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}

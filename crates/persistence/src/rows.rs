@@ -1,0 +1,123 @@
+//! Rows as Diesel reads and writes them: a read model beside an insert model that borrows.
+
+use diesel::prelude::*;
+use keyward_domain::{
+    AlgorithmFamily, AuditEvent, KeySource, KeyStatus, StoreError, StoredKey, Timestamp,
+};
+use uuid::Uuid;
+
+use crate::schema::{audit_events, webhook_keys};
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = webhook_keys)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub struct KeyRow {
+    pub id: String,
+    pub enterprise_id: String,
+    pub key_id: String,
+    pub key_name: String,
+    pub algorithm: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub jwk: Option<String>,
+    pub thumbprint: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+    pub last_verified_at: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Internal(format!("webhook_keys row {} has {what}", row.id));
+        let source = match (
+            row.jwk,
+            row.thumbprint,
+            row.algorithm.as_deref(),
+            row.jwks_uri,
+        ) {
+            (Some(jwk), Some(thumbprint), Some(alg), None) => KeySource::Inline {
+                algorithm: AlgorithmFamily::parse(alg)
+                    .ok_or_else(|| corrupt("an unknown algorithm"))?,
+                jwk,
+                thumbprint,
+            },
+            (None, None, None, Some(uri)) => KeySource::JwksUri(uri),
+            _ => return Err(corrupt("an inconsistent key source")),
+        };
+        Ok(StoredKey {
+            id: Uuid::parse_str(&row.id).map_err(|_| corrupt("a malformed id"))?,
+            enterprise_id: row.enterprise_id,
+            key_id: row.key_id,
+            key_name: row.key_name,
+            source,
+            status: KeyStatus::parse(&row.status).ok_or_else(|| corrupt("an unknown status"))?,
+            created_at: Timestamp::from_millis(row.created_at),
+            created_by: row.created_by,
+            revoked_at: row.revoked_at.map(Timestamp::from_millis),
+            revoked_by: row.revoked_by,
+            last_verified_at: row.last_verified_at.map(Timestamp::from_millis),
+        })
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_keys)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub struct NewKeyRow<'a> {
+    pub id: String,
+    pub enterprise_id: &'a str,
+    pub key_id: &'a str,
+    pub key_name: &'a str,
+    pub algorithm: Option<&'a str>,
+    pub jwks_uri: Option<&'a str>,
+    pub jwk: Option<&'a str>,
+    pub thumbprint: Option<&'a str>,
+    pub status: &'a str,
+    pub created_at: i64,
+    pub created_by: &'a str,
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub struct AuditRow {
+    pub at: i64,
+    pub enterprise_id: String,
+    pub key_id: String,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub request_id: String,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(row: AuditRow) -> Self {
+        AuditEvent {
+            at: Timestamp::from_millis(row.at),
+            enterprise_id: row.enterprise_id,
+            key_id: row.key_id,
+            actor: row.actor,
+            action: row.action,
+            outcome: row.outcome,
+            request_id: row.request_id,
+        }
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = audit_events)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub struct NewAuditRow<'a> {
+    pub at: i64,
+    pub enterprise_id: &'a str,
+    pub key_id: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub request_id: &'a str,
+}

@@ -1,0 +1,290 @@
+//! The repository against real databases: every test runs on a fresh SQLite file and on
+//! a fresh PostgreSQL database.
+
+use std::sync::{Arc, Barrier};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use keyward_domain::ports::{AdminOutcome, AdminStore, InsertOutcome, KeyStore, RevokeOutcome};
+use keyward_domain::{
+    AlgorithmFamily, AuditContext, Email, EnterpriseId, KeyId, KeyName, KeySource, KeyStatus,
+    NewKey, Role, Timestamp,
+};
+use keyward_persistence::testing::TestDb;
+use keyward_persistence::{
+    revert_all_migrations, run_migrations, ConnectionManager, DbConnection, Repository,
+};
+use uuid::Uuid;
+
+fn enterprise(repo: &Repository, id: &str) -> EnterpriseId {
+    let id = EnterpriseId::parse(id).expect("valid enterprise id");
+    assert_eq!(
+        repo.create_enterprise(&id, "Acme", Timestamp::from_millis(1)),
+        Ok(AdminOutcome::Done)
+    );
+    id
+}
+
+fn audit() -> AuditContext {
+    AuditContext {
+        actor: Email::parse("admin@acme.test").expect("email"),
+        request_id: "req-1".into(),
+    }
+}
+
+fn new_key(enterprise: &EnterpriseId, key_id: &str, thumbprint: &str) -> NewKey {
+    let key_id = KeyId::parse(key_id).expect("key id");
+    NewKey {
+        id: Uuid::new_v4(),
+        enterprise_id: enterprise.clone(),
+        key_id: key_id.clone(),
+        key_name: KeyName::from_key_id(&key_id),
+        source: KeySource::Inline {
+            algorithm: AlgorithmFamily::EdDsa,
+            jwk: format!(
+                r#"{{"crv":"Ed25519","kid":"{}","kty":"OKP","x":"{thumbprint}"}}"#,
+                key_id.as_str()
+            ),
+            thumbprint: thumbprint.to_owned(),
+        },
+        created_at: Timestamp::from_millis(1_000),
+        created_by: Email::parse("admin@acme.test").expect("email"),
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident($db:ident) $body:block)*) => {
+        mod sqlite {
+            use super::*;
+            $( #[test] fn $name() { let $db = TestDb::sqlite(); $body } )*
+        }
+        mod postgres {
+            use super::*;
+            $( #[test] fn $name() { let Some($db) = TestDb::postgres() else { return }; $body } )*
+        }
+    };
+}
+
+on_both_backends! {
+    migrations_run_up_down_and_up_again(db) {
+        let mut conn: DbConnection = ConnectionManager::new(db.url.clone()).establish().expect("connect");
+        let reverted = revert_all_migrations(&mut conn).expect("down");
+        assert!(!reverted.is_empty());
+        assert!(run_migrations(&mut conn).expect("up again") > 0);
+        assert_eq!(run_migrations(&mut conn).expect("idempotent"), 0);
+    }
+
+    key_ids_are_tombstoned_and_thumbprints_unique(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let other = enterprise(&repo, "other");
+        let first = repo.insert_key(&new_key(&acme, "k1", "T1"), 20, &audit()).expect("insert");
+        assert!(matches!(first, InsertOutcome::Inserted(_)));
+        assert_eq!(repo.insert_key(&new_key(&acme, "k1", "T2"), 20, &audit()), Ok(InsertOutcome::KeyIdTaken));
+        assert_eq!(
+            repo.insert_key(&new_key(&acme, "k2", "T1"), 20, &audit()),
+            Ok(InsertOutcome::ThumbprintTaken { key_id: "k1".into() })
+        );
+        // Another enterprise may use the same keyId and key.
+        assert!(matches!(repo.insert_key(&new_key(&other, "k1", "T1"), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        // Revocation keeps both the keyId and the thumbprint blocked.
+        let k1 = KeyId::parse("k1").expect("id");
+        assert!(matches!(repo.revoke_key(&acme, &k1, Timestamp::from_millis(2_000), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        assert_eq!(repo.revoke_key(&acme, &k1, Timestamp::from_millis(3_000), &audit()), Ok(RevokeOutcome::AlreadyRevoked));
+        let missing = KeyId::parse("nope").expect("id");
+        assert_eq!(repo.revoke_key(&acme, &missing, Timestamp::from_millis(3_000), &audit()), Ok(RevokeOutcome::NotFound));
+        assert_eq!(repo.insert_key(&new_key(&acme, "k1", "T9"), 20, &audit()), Ok(InsertOutcome::KeyIdTaken));
+        assert_eq!(
+            repo.insert_key(&new_key(&acme, "k3", "T1"), 20, &audit()),
+            Ok(InsertOutcome::ThumbprintTaken { key_id: "k1".into() })
+        );
+        let stored = repo.get_key(&acme, "k1").expect("get").expect("present");
+        assert_eq!(stored.status, KeyStatus::Revoked);
+        assert_eq!(stored.revoked_at, Some(Timestamp::from_millis(2_000)));
+        assert_eq!(stored.revoked_by.as_deref(), Some("admin@acme.test"));
+    }
+
+    active_key_limit_counts_only_active_keys(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        for i in 0..3 {
+            let outcome = repo.insert_key(&new_key(&acme, &format!("k{i}"), &format!("T{i}")), 3, &audit());
+            assert!(matches!(outcome, Ok(InsertOutcome::Inserted(_))));
+        }
+        assert_eq!(repo.insert_key(&new_key(&acme, "k3", "T3"), 3, &audit()), Ok(InsertOutcome::LimitReached));
+        // A refused key leaves no trace but its audit line: its keyId is still free.
+        let k0 = KeyId::parse("k0").expect("id");
+        assert!(matches!(repo.revoke_key(&acme, &k0, Timestamp::from_millis(5), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        assert!(matches!(repo.insert_key(&new_key(&acme, "k3", "T3"), 3, &audit()), Ok(InsertOutcome::Inserted(_))));
+    }
+
+    concurrent_registrations_of_one_key_id_store_exactly_one(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let barrier = Arc::new(Barrier::new(32));
+        let outcomes: Vec<InsertOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|i| {
+                    let (repo, acme, barrier) = (repo.clone(), acme.clone(), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        repo.insert_key(&new_key(&acme, "same", &format!("T{i}")), 100, &audit()).expect("no storage error")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let inserted = outcomes.iter().filter(|o| matches!(o, InsertOutcome::Inserted(_))).count();
+        assert_eq!(inserted, 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Inserted(_) | InsertOutcome::KeyIdTaken)));
+        let page = repo.list_keys(&acme, None, 100, 0).expect("list");
+        assert_eq!(page.total, 1);
+    }
+
+    concurrent_registrations_of_one_key_material_store_exactly_one(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let barrier = Arc::new(Barrier::new(32));
+        let outcomes: Vec<InsertOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|i| {
+                    let (repo, acme, barrier) = (repo.clone(), acme.clone(), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        repo.insert_key(&new_key(&acme, &format!("k{i}"), "SAME"), 100, &audit()).expect("no storage error")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let inserted = outcomes.iter().filter(|o| matches!(o, InsertOutcome::Inserted(_))).count();
+        assert_eq!(inserted, 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Inserted(_) | InsertOutcome::ThumbprintTaken { .. })));
+        assert_eq!(repo.list_keys(&acme, None, 100, 0).expect("list").total, 1);
+    }
+
+    concurrent_registrations_never_exceed_the_limit(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let barrier = Arc::new(Barrier::new(16));
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let (repo, acme, barrier) = (repo.clone(), acme.clone(), barrier.clone());
+                s.spawn(move || {
+                    barrier.wait();
+                    repo.insert_key(&new_key(&acme, &format!("k{i}"), &format!("T{i}")), 5, &audit()).expect("no storage error")
+                });
+            }
+        });
+        assert_eq!(repo.list_keys(&acme, Some(KeyStatus::Active), 100, 0).expect("list").total, 5);
+    }
+
+    concurrent_revocations_succeed_once(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        assert!(matches!(repo.insert_key(&new_key(&acme, "k", "T"), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        let barrier = Arc::new(Barrier::new(16));
+        let outcomes: Vec<RevokeOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (repo, acme, barrier) = (repo.clone(), acme.clone(), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        let k = KeyId::parse("k").expect("id");
+                        repo.revoke_key(&acme, &k, Timestamp::from_millis(9), &audit()).expect("no storage error")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, RevokeOutcome::Revoked(_))).count(), 1);
+        assert_eq!(outcomes.iter().filter(|o| **o == RevokeOutcome::AlreadyRevoked).count(), 15);
+    }
+
+    listing_is_ordered_filtered_and_paged(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        for i in 0..7 {
+            assert!(matches!(repo.insert_key(&new_key(&acme, &format!("k{i}"), &format!("T{i}")), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        for i in [1, 4] {
+            let k = KeyId::parse(&format!("k{i}")).expect("id");
+            assert!(matches!(repo.revoke_key(&acme, &k, Timestamp::from_millis(5), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        }
+        let ids = |page: keyward_domain::KeyPage| page.keys.into_iter().map(|k| k.key_id).collect::<Vec<_>>();
+        assert_eq!(ids(repo.list_keys(&acme, None, 3, 0).expect("page")), ["k0", "k1", "k2"]);
+        assert_eq!(ids(repo.list_keys(&acme, None, 3, 6).expect("page")), ["k6"]);
+        let active = repo.list_keys(&acme, Some(KeyStatus::Active), 2, 1).expect("page");
+        assert_eq!(active.total, 5);
+        assert_eq!(ids(active), ["k2", "k3"]);
+        assert_eq!(ids(repo.list_keys(&acme, Some(KeyStatus::Revoked), 10, 0).expect("page")), ["k1", "k4"]);
+        assert!(repo.list_keys(&acme, None, 10, 100).expect("page").keys.is_empty());
+    }
+
+    audit_trail_records_changes_and_refusals_and_is_append_only(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let _ = repo.insert_key(&new_key(&acme, "k", "T"), 1, &audit());
+        let _ = repo.insert_key(&new_key(&acme, "k", "T2"), 1, &audit());
+        let _ = repo.insert_key(&new_key(&acme, "k2", "T"), 1, &audit());
+        let _ = repo.insert_key(&new_key(&acme, "k3", "T3"), 1, &audit());
+        let k = KeyId::parse("k").expect("id");
+        let _ = repo.revoke_key(&acme, &k, Timestamp::from_millis(2_000), &audit());
+        let events = repo.audit_events(&acme, None).expect("audit");
+        let seen: Vec<(String, String)> = events.iter().map(|e| (e.action.clone(), e.outcome.clone())).collect();
+        assert_eq!(seen, [
+            ("REGISTER".into(), "OK".into()),
+            ("REGISTER".into(), "KEY_ID_ALREADY_USED".into()),
+            ("REGISTER".into(), "KEY_ALREADY_REGISTERED".into()),
+            ("REGISTER".into(), "ACTIVE_KEY_LIMIT_REACHED".into()),
+            ("REVOKE".into(), "OK".into()),
+        ]);
+        assert!(events.iter().all(|e| e.actor == "admin@acme.test" && e.request_id == "req-1"));
+        assert_eq!(repo.audit_events(&acme, Some(Timestamp::from_millis(1_001))).expect("since").len(), 1);
+        let mut conn = db.pool().get().expect("conn");
+        assert!(conn.batch_execute("UPDATE audit_events SET outcome = 'OK'").is_err());
+        assert!(conn.batch_execute("DELETE FROM audit_events").is_err());
+    }
+
+    tokens_and_memberships(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        assert_eq!(repo.create_enterprise(&acme, "again", Timestamp::from_millis(1)), Ok(AdminOutcome::AlreadyExists));
+        let email = Email::parse("Admin@Acme.test").expect("email");
+        assert_eq!(repo.create_user(Uuid::new_v4(), &email, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.create_user(Uuid::new_v4(), &email, Timestamp::from_millis(1)), Ok(AdminOutcome::AlreadyExists));
+        let ghost = Email::parse("ghost@acme.test").expect("email");
+        assert_eq!(repo.set_membership(&acme, &ghost, Role::Admin, Timestamp::from_millis(1)), Ok(AdminOutcome::NotFound));
+        assert_eq!(repo.set_membership(&acme, &email, Role::Member, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.insert_token("0123456789abcdef", &email, b"hash", Timestamp::from_millis(1), None), Ok(AdminOutcome::Done));
+        assert_eq!(repo.insert_token("0123456789abcdee", &ghost, b"hash", Timestamp::from_millis(1), None), Ok(AdminOutcome::NotFound));
+        let grant = repo.token_grant("0123456789abcdef", Some(&acme)).expect("grant").expect("present");
+        assert_eq!(grant.role, Some(Role::Member));
+        assert_eq!(grant.email, "admin@acme.test");
+        assert_eq!(repo.set_membership(&acme, &email, Role::Admin, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        let grant = repo.token_grant("0123456789abcdef", Some(&acme)).expect("grant").expect("present");
+        assert_eq!(grant.role, Some(Role::Admin));
+        let other = EnterpriseId::parse("other").expect("id");
+        assert_eq!(repo.token_grant("0123456789abcdef", Some(&other)).expect("grant").expect("present").role, None);
+        assert!(repo.token_grant("ffffffffffffffff", Some(&acme)).expect("grant").is_none());
+        assert_eq!(repo.revoke_token("0123456789abcdef", Timestamp::from_millis(2)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.revoke_token("0123456789abcdef", Timestamp::from_millis(2)), Ok(AdminOutcome::AlreadyExists));
+        assert_eq!(repo.revoke_token("ffffffffffffffff", Timestamp::from_millis(2)), Ok(AdminOutcome::NotFound));
+        assert!(repo.token_grant("0123456789abcdef", None).expect("grant").expect("present").revoked);
+    }
+}
+
+#[test]
+fn sqlite_files_are_in_wal_mode_with_full_sync() {
+    let db = TestDb::sqlite();
+    let mut conn = db.pool().get().expect("conn");
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let mode: Vec<Mode> = diesel::sql_query("PRAGMA journal_mode")
+        .load(&mut *conn)
+        .expect("pragma");
+    assert_eq!(mode[0].journal_mode, "wal");
+}
