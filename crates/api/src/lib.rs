@@ -1,1 +1,84 @@
-//! placeholder
+//! keyward's HTTP surface: routes, request and response bodies, authentication and the
+//! error mapping. The OpenAPI document is generated from this code by [`api_service`],
+//! the same function that serves it, and needs no database to build.
+
+mod auth;
+mod body;
+mod dto;
+mod error;
+mod keys;
+mod middleware;
+mod ops;
+mod state;
+mod types;
+
+use std::sync::Arc;
+
+use poem::middleware::CatchPanic;
+use poem::{get, Endpoint, EndpointExt, IntoResponse, Route};
+use poem_openapi::OpenApiService;
+
+pub use body::BodyLimit;
+pub use error::{ApiError, ErrorBody};
+pub use keys::KeysApi;
+pub use state::{AppState, RequestId};
+
+/// Where the API lives.
+pub const BASE_PATH: &str = "/api/policy/v1";
+
+/// The OpenAPI service: the single source of the served and the committed document.
+pub fn api_service() -> OpenApiService<KeysApi, ()> {
+    OpenApiService::new(KeysApi, "keyward", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Register, list, revoke and use the public keys that sign an enterprise's policy-webhook responses. \
+             Every error is JSON of the shape {code, message, status}; every response carries X-Request-Id.",
+        )
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline, exactly as committed in
+/// `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut spec = api_service().spec();
+    spec.push('\n');
+    spec
+}
+
+/// HTTP settings chosen by the operator.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 65_536,
+        }
+    }
+}
+
+/// The whole service: the API, its document at `/openapi.json`, interactive docs at
+/// `/docs` (assets bundled, no internet needed), and `/healthz` and `/readyz`.
+pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
+    let api = api_service();
+    let spec = Arc::new(openapi_json());
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest_no_strip(BASE_PATH, api)
+        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                spec.as_str()
+                    .to_owned()
+                    .with_content_type("application/json")
+                    .into_response()
+            })),
+        )
+        .at("/healthz", get(ops::healthz))
+        .at("/readyz", get(ops::readyz))
+        .data(state)
+        .data(BodyLimit(settings.max_body_bytes))
+        .with(CatchPanic::new().with_handler(|_| ApiError::internal()))
+        .around(middleware::envelope)
+}

@@ -124,3 +124,8 @@ pub trait AdminStore: Send + Sync {
         since: Option<Timestamp>,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 }
+
+/// Whether the store can serve requests now: reachable, with its schema current.
+pub trait ReadinessProbe: Send + Sync {
+    fn ready(&self) -> Result<bool, StoreError>;
+}

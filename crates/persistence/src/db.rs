@@ -182,13 +182,24 @@ pub fn build_pool(url: &DatabaseUrl, options: PoolOptions) -> Pool {
         .build_unchecked(ConnectionManager::new(url.clone()))
 }
 
+/// Advisory lock key that serialises migrations on PostgreSQL ("keyward" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_64;
+
 /// Applies every pending migration of the connection's backend. Returns how many ran.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, StorageError> {
     let applied = match conn {
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DbConnection::Postgres(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        DbConnection::Postgres(c) => {
+            // Several processes may start at once against one database: one migrates,
+            // the others wait and then find nothing pending.
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(|e| StorageError::Migration(e.to_string()))?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len());
+            let _ = c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+            applied
+        }
     };
     applied.map_err(|e| StorageError::Migration(e.to_string()))
 }

@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use keyward_domain::ports::{AdminOutcome, AdminStore, InsertOutcome, KeyStore, RevokeOutcome};
+use keyward_domain::ports::{
+    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RevokeOutcome,
+};
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
     KeyStatus, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
@@ -54,9 +56,11 @@ impl Repository {
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
+}
 
+impl ReadinessProbe for Repository {
     /// True when the database answers and its schema is current.
-    pub fn ready(&self) -> Result<bool, StoreError> {
+    fn ready(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         crate::db::migrations_current(&mut conn).map_err(|e| StoreError::Unavailable(e.to_string()))
     }

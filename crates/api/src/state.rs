@@ -1,0 +1,30 @@
+//! What the handlers share: the use cases and the operator's HTTP settings.
+
+use std::sync::Arc;
+
+use keyward_domain::ports::ReadinessProbe;
+use keyward_domain::{DomainError, KeyService};
+
+/// Handed to every request through `Data`.
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: Arc<KeyService>,
+    pub readiness: Arc<dyn ReadinessProbe>,
+}
+
+/// Runs blocking work (Diesel calls) on the blocking pool, never on the async workers.
+pub async fn blocking<T, F>(f: F) -> Result<T, DomainError>
+where
+    F: FnOnce() -> Result<T, DomainError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|join| {
+        Err(DomainError::Internal(format!(
+            "blocking task failed: {join}"
+        )))
+    })
+}
+
+/// The id of the current request, echoed in `X-Request-Id` and written to the audit trail.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);

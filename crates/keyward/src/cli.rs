@@ -1,0 +1,212 @@
+//! The command line: every operator setting is a flag with an environment variable.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Registers, lists, revokes and uses webhook signing keys."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run migrations and serve the API, /openapi.json and /docs.
+    Serve(ServeArgs),
+    /// Manage enterprises, users, memberships and tokens; read the audit trail.
+    Admin(AdminArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print the OpenAPI document.
+    #[command(hide = true)]
+    Openapi,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// sqlite://PATH, a file path (SQLite), or postgres://...
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://keyward.db",
+        global = true
+    )]
+    pub database_url: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Let a jwksUri use plain http and this host even when it resolves to an internal
+    /// address. Development and tests only. Repeatable.
+    #[arg(
+        long = "allow-insecure-jwks-host",
+        env = "KEYWARD_ALLOW_INSECURE_JWKS_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allow_insecure_jwks_hosts: Vec<String>,
+    /// Most active keys an enterprise may hold.
+    #[arg(long, env = "KEYWARD_MAX_ACTIVE_KEYS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_active_keys: u32,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_body_bytes: u64,
+    /// Allowed clock skew for signed responses, in seconds.
+    #[arg(long, env = "KEYWARD_CLOCK_SKEW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub clock_skew: u64,
+    /// Database connections in the pool.
+    #[arg(long, env = "KEYWARD_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub db_pool_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Manage enterprises.
+    #[command(subcommand)]
+    Enterprise(EnterpriseCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage memberships.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Issue and revoke bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print an enterprise's audit trail.
+    Audit {
+        enterprise_id: String,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnterpriseCommand {
+    /// Create an enterprise.
+    Create {
+        enterprise_id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user.
+    Create { email: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Add a user to an enterprise, or change their role.
+    Add {
+        enterprise_id: String,
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issue a bearer token; it is printed once, alone on the last line.
+    Issue {
+        email: String,
+        /// Lifetime, like 90d, 12h, 30m or 2s. Default: no expiry.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Revoke a token by its id or its kw_<id> prefix.
+    Revoke { token_prefix_or_id: String },
+}
+
+/// Prints a parse error as one line (help and version print as usual).
+pub fn report_parse_error(err: clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parses a duration like `90d`, `12h`, `30m`, `2s` or `1w` into seconds.
+pub fn parse_ttl(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim();
+    let bad =
+        || format!("'{raw}' is not a duration; use a number and a unit, like 90d, 12h, 30m or 2s");
+    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = raw.split_at(split);
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    if number == 0 {
+        return Err(format!(
+            "'{raw}' is zero; a token must live at least one second"
+        ));
+    }
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parses_units() {
+        assert_eq!(parse_ttl("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_ttl("12h"), Ok(43_200));
+        assert_eq!(parse_ttl("2s"), Ok(2));
+        assert_eq!(parse_ttl("30m"), Ok(1_800));
+        for bad in ["", "d", "10", "10y", "-1d", "0s", "1.5h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

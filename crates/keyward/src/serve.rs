@@ -1,0 +1,90 @@
+//! `keyward serve`: migrate, wire the API to the database, and serve until SIGTERM or
+//! Ctrl-C, letting requests in flight finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_api::{app, AppState, HttpSettings};
+use keyward_domain::{InsecureHosts, KeyService, Policy};
+use keyward_persistence::PoolOptions;
+use poem::listener::TcpListener;
+use poem::Server;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::ServeArgs;
+
+/// How long in-flight requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let repository = crate::open_database(
+        &args.database.database_url,
+        PoolOptions {
+            max_size: args.db_pool_size,
+            ..PoolOptions::default()
+        },
+    )?;
+    let repository = Arc::new(repository);
+    let policy = Policy {
+        max_active_keys: args.max_active_keys,
+        insecure_jwks_hosts: InsecureHosts::new(&args.allow_insecure_jwks_hosts),
+    };
+    if !policy.insecure_jwks_hosts.hosts().is_empty() {
+        tracing::warn!(hosts = ?policy.insecure_jwks_hosts.hosts(), "insecure jwksUri hosts allowed: development and tests only");
+    }
+    let state = AppState {
+        keys: Arc::new(KeyService::new(repository.clone(), crate::clock(), policy)),
+        readiness: repository,
+    };
+    let settings = HttpSettings {
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(args.listen);
+        tracing::info!(listen = %args.listen, "keyward serving");
+        Server::new(listener)
+            .run_with_graceful_shutdown(
+                app(state, settings),
+                shutdown_signal(),
+                Some(SHUTDOWN_GRACE),
+            )
+            .await
+            .map_err(|e| format!("cannot serve on {}: {e}", args.listen))
+    })?;
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}
