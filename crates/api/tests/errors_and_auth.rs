@@ -1,0 +1,130 @@
+//! Authentication, authorization and the error shape, over HTTP on both backends.
+
+mod common;
+
+use common::*;
+use keyward_persistence::testing::TestDb;
+use poem::http::{Method, StatusCode};
+use serde_json::json;
+
+fn keys_path(enterprise: &str) -> String {
+    format!("{BASE}/{enterprise}/webhooks/keys")
+}
+
+on_both_backends! {
+    unauthenticated_comes_first(db) {
+        let h = Harness::new(db);
+        let bad_body = Some("{not json");
+        for token in [None, Some("nope"), Some("kw_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
+            for (method, path, body) in [
+                (Method::POST, keys_path("acme"), bad_body),
+                (Method::POST, keys_path("no-such-enterprise"), bad_body),
+                (Method::GET, format!("{}?limit=1000", keys_path("acme")), None),
+                (Method::GET, format!("{}/k", keys_path("acme")), None),
+                (Method::DELETE, format!("{}/k", keys_path("acme")), None),
+            ] {
+                let reply = h.call(method.clone(), &path, token, body).await;
+                assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"), "{method} {path} {token:?}");
+                assert_eq!(reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+            }
+        }
+        // A non-bearer scheme is no better.
+        let resp = h.client.get(keys_path("acme")).header("authorization", "Basic YTpi").send().await;
+        resp.assert_status(StatusCode::UNAUTHORIZED);
+    }
+
+    expired_and_revoked_tokens_are_refused(db) {
+        let h = Harness::new(db);
+        let issued = h.admin_service.issue_token("admin@acme.test", Some(60), [9; 40]).expect("token");
+        let ok = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        h.clock.set(1_768_213_800_000 + 60_000);
+        let expired = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(expired.error_code(), "UNAUTHENTICATED");
+        h.clock.set(1_768_213_800_000);
+        h.admin_service.revoke_token(&format!("kw_{}", issued.id)).expect("revoke");
+        let revoked = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(revoked.error_code(), "UNAUTHENTICATED");
+        // A token with a valid id but another secret is refused.
+        let mut forged = h.admin.clone();
+        let last = forged.pop();
+        forged.push(if last == Some('A') { 'B' } else { 'A' });
+        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged), None).await;
+        assert_eq!(reply.error_code(), "UNAUTHENTICATED");
+    }
+
+    forbidden_comes_before_body_validation_and_hides_enterprises(db) {
+        let h = Harness::new(db);
+        let bad_body = Some("{not json");
+        for (token, path) in [
+            (h.member.clone(), keys_path("acme")),
+            (h.outsider.clone(), keys_path("acme")),
+            (h.admin.clone(), keys_path("globex")),
+            (h.admin.clone(), keys_path("no-such-enterprise")),
+            (h.admin.clone(), keys_path(&"x".repeat(65))),
+            (h.admin.clone(), keys_path("bad%20id")),
+        ] {
+            let reply = h.call(Method::POST, &path, Some(&token), bad_body).await;
+            assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{path}");
+            let reply = h.call(Method::GET, &format!("{path}?limit=0"), Some(&token), None).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        }
+        // The same message whether the enterprise exists or not.
+        let exists = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
+        let missing = h.call(Method::GET, &keys_path("nowhere"), Some(&h.admin), None).await;
+        assert_eq!(exists.body, missing.body);
+    }
+
+    framework_errors_use_the_error_shape(db) {
+        let h = Harness::new(db);
+        let admin = Some(h.admin.as_str());
+        let malformed = h.call(Method::POST, &keys_path("acme"), admin, Some("{\"jwks\": ")).await;
+        assert_eq!((malformed.status, malformed.error_code().as_str()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"));
+        let empty = h.call(Method::POST, &keys_path("acme"), admin, Some("")).await;
+        assert_eq!(empty.error_code(), "INVALID_REQUEST");
+        let not_json = h.client.post(keys_path("acme")).header("authorization", format!("Bearer {}", h.admin)).header("content-type", "text/plain").body("hello").send().await;
+        not_json.assert_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        not_json.assert_json(json!({"code": "UNSUPPORTED_MEDIA_TYPE", "message": "send the body as JSON with 'Content-Type: application/json'", "status": 415})).await;
+        let no_type = h.client.post(keys_path("acme")).header("authorization", format!("Bearer {}", h.admin)).body("{}").send().await;
+        no_type.assert_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let unknown = h.call(Method::GET, "/api/policy/v1/nothing-here", admin, None).await;
+        assert_eq!((unknown.status, unknown.error_code().as_str()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        let method = h.call(Method::PUT, &keys_path("acme"), admin, Some("{}")).await;
+        assert_eq!((method.status, method.error_code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
+        let big = format!("{{\"keyName\": \"{}\"}}", "a".repeat(70_000));
+        let too_large = h.call(Method::POST, &keys_path("acme"), admin, Some(&big)).await;
+        assert_eq!((too_large.status, too_large.error_code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));
+        for query in ["limit=0", "limit=101", "limit=abc", "prevId=-1", "status=DELETED"] {
+            let reply = h.call(Method::GET, &format!("{}?{query}", keys_path("acme")), admin, None).await;
+            assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{query}");
+        }
+    }
+
+    request_ids_are_echoed_or_made(db) {
+        let h = Harness::new(db);
+        let resp = h.client.get("/healthz").header("x-request-id", "trace-123").send().await;
+        resp.assert_header("x-request-id", "trace-123");
+        let resp = h.client.get("/nowhere").header("x-request-id", "bad id with spaces").send().await;
+        let id = resp.0.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+
+    api_responses_are_not_cached(db) {
+        let h = Harness::new(db);
+        let reply = h.call(Method::GET, &keys_path("acme"), Some(&h.admin), None).await;
+        assert_eq!(reply.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    }
+
+    operational_endpoints_answer(db) {
+        let h = Harness::new(db);
+        h.client.get("/healthz").send().await.assert_status_is_ok();
+        let ready = h.client.get("/readyz").send().await;
+        ready.assert_status_is_ok();
+        ready.assert_json(json!({"status": "ready"})).await;
+        let spec = h.client.get("/openapi.json").send().await;
+        spec.assert_status_is_ok();
+        spec.assert_text(keyward_api::openapi_json()).await;
+        let docs = h.client.get("/docs").send().await;
+        docs.assert_status_is_ok();
+    }
+}
