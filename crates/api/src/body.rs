@@ -44,18 +44,16 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// A refused body up to this size is still read (and dropped) so the connection stays
+/// usable and the client, still sending, sees the answer; a larger one is not read at all.
+const DRAIN_CAP: u64 = 1 << 20;
+
 async fn read(request: &Request, body: &mut RequestBody) -> Result<Vec<u8>, ApiError> {
     let limit = request.data::<BodyLimit>().map_or(65_536, |l| l.0);
-    if !request.content_type().is_some_and(is_json) {
-        return Err(unsupported_media_type());
-    }
-    if request
+    let declared = request
         .headers()
         .typed_get::<ContentLength>()
-        .is_some_and(|ContentLength(len)| len > limit as u64)
-    {
-        return Err(payload_too_large(Some(limit)));
-    }
+        .map(|ContentLength(len)| len);
     let body = body.take().map_err(|_| {
         ApiError::new(
             poem::http::StatusCode::BAD_REQUEST,
@@ -63,15 +61,29 @@ async fn read(request: &Request, body: &mut RequestBody) -> Result<Vec<u8>, ApiE
             "the request body could not be read",
         )
     })?;
-    match body.into_bytes_limit(limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(payload_too_large(Some(limit))),
-        Err(_) => Err(ApiError::new(
-            poem::http::StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "the request body could not be read completely; send it again",
-        )),
+    if declared.is_some_and(|len| len > limit as u64) {
+        if declared.is_some_and(|len| len <= DRAIN_CAP) {
+            let _ = body.into_bytes_limit(DRAIN_CAP as usize).await;
+        }
+        return Err(payload_too_large(Some(limit)));
     }
+    let bytes = match body.into_bytes_limit(limit).await {
+        Ok(bytes) => bytes,
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return Err(payload_too_large(Some(limit)))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                poem::http::StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "the request body could not be read completely; send it again",
+            ))
+        }
+    };
+    if !request.content_type().is_some_and(is_json) {
+        return Err(unsupported_media_type());
+    }
+    Ok(bytes.to_vec())
 }
 
 impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {

@@ -25,7 +25,7 @@ impl InsecureHosts {
 
     pub fn allows(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.0.iter().any(|allowed| *allowed == host)
+        self.0.contains(&host)
     }
 
     pub fn hosts(&self) -> &[String] {

@@ -14,7 +14,7 @@ use crate::StoreError;
 /// The result of trying to store a new key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
-    Inserted(StoredKey),
+    Inserted(Box<StoredKey>),
     /// The keyId exists in the enterprise, active or revoked (a tombstone).
     KeyIdTaken,
     /// The same public key is registered under this other keyId.
@@ -28,7 +28,7 @@ pub enum InsertOutcome {
 /// The result of trying to revoke a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeOutcome {
-    Revoked(StoredKey),
+    Revoked(Box<StoredKey>),
     NotFound,
     AlreadyRevoked,
 }

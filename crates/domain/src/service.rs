@@ -127,7 +127,7 @@ impl KeyService {
             .store
             .insert_key(&key, self.policy.max_active_keys, &audit)?
         {
-            InsertOutcome::Inserted(stored) => Ok(stored),
+            InsertOutcome::Inserted(stored) => Ok(*stored),
             InsertOutcome::KeyIdTaken => Err(DomainError::KeyIdAlreadyUsed(
                 request.key_id.as_str().to_owned(),
             )),
@@ -206,7 +206,7 @@ impl KeyService {
             .store
             .revoke_key(&admin.enterprise, &key_id, self.clock.now(), &audit)?
         {
-            RevokeOutcome::Revoked(key) => Ok(key),
+            RevokeOutcome::Revoked(key) => Ok(*key),
             RevokeOutcome::NotFound => Err(not_found()),
             RevokeOutcome::AlreadyRevoked => {
                 Err(DomainError::KeyAlreadyRevoked(key_id.as_str().to_owned()))

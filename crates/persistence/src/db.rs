@@ -183,7 +183,7 @@ pub fn build_pool(url: &DatabaseUrl, options: PoolOptions) -> Pool {
 }
 
 /// Advisory lock key that serialises migrations on PostgreSQL ("keyward" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6b65_7977_6172_64;
+const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
 
 /// Applies every pending migration of the connection's backend. Returns how many ran.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, StorageError> {

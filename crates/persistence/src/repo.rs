@@ -195,6 +195,9 @@ fn refusal_code(outcome: &InsertOutcome) -> &'static str {
 /// A placeholder outcome for "a unique constraint fired; look again to say which".
 const RACED: InsertOutcome = InsertOutcome::LimitReached;
 
+/// A token's hash, expiry, revocation, and its holder's email and id.
+type TokenRow = (Vec<u8>, Option<i64>, Option<i64>, String, String);
+
 impl KeyStore for Repository {
     fn token_grant(
         &self,
@@ -202,7 +205,7 @@ impl KeyStore for Repository {
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError> {
         let mut conn = self.conn()?;
-        let token: Option<(Vec<u8>, Option<i64>, Option<i64>, String, String)> = api_tokens::table
+        let token: Option<TokenRow> = api_tokens::table
             .inner_join(users::table)
             .filter(api_tokens::id.eq(token_id))
             .select((
@@ -304,7 +307,7 @@ impl KeyStore for Repository {
         });
         let refused = match attempt {
             Ok(()) => {
-                return Ok(InsertOutcome::Inserted(StoredKey {
+                return Ok(InsertOutcome::Inserted(Box::new(StoredKey {
                     id: key.id,
                     enterprise_id: enterprise.to_owned(),
                     key_id: key.key_id.as_str().to_owned(),
@@ -316,7 +319,7 @@ impl KeyStore for Repository {
                     revoked_at: None,
                     revoked_by: None,
                     last_verified_at: None,
-                }))
+                })))
             }
             Err(Abort::Outcome(outcome)) => outcome,
             Err(Abort::Db(err)) if is_unique_violation(&err) => RACED,
@@ -461,7 +464,7 @@ impl KeyStore for Repository {
             Ok(row)
         });
         match done {
-            Ok(row) => Ok(RevokeOutcome::Revoked(StoredKey::try_from(row)?)),
+            Ok(row) => Ok(RevokeOutcome::Revoked(Box::new(StoredKey::try_from(row)?))),
             Err(abort) => abort_error(abort),
         }
     }

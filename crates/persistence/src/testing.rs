@@ -23,8 +23,9 @@ pub struct TestDb {
     cleanup: Cleanup,
 }
 
+/// What to remove when the test ends (the directory goes when its guard drops).
 enum Cleanup {
-    File(PathBuf, tempdir::Dir),
+    File(PathBuf, #[allow(dead_code)] tempdir::Dir),
     Postgres { admin_url: String, name: String },
 }
 
@@ -98,6 +99,14 @@ impl TestDb {
 
     pub fn repository(&self) -> Repository {
         Repository::new(self.pool())
+    }
+
+    /// The URL as `--database-url` takes it.
+    pub fn url_string(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{path}"),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        }
     }
 
     /// The SQLite file, for tests that inspect it.

@@ -1,0 +1,505 @@
+//! The contract test: the real `keyward` binary on an ephemeral port with a fresh
+//! database, bootstrapped through its CLI, driven over HTTP. Every response's status must
+//! be documented for its operation in the committed `openapi/openapi.json`, and its body
+//! must validate against the documented schema (with a JSON Schema validator); every
+//! error must have the contract's shape. Runs on SQLite and on PostgreSQL.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyward_persistence::testing::TestDb;
+use serde_json::{json, Map, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+const BASE: &str = "/api/policy/v1";
+
+fn spec() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("openapi.json is JSON")
+}
+
+/// OpenAPI 3.0's `nullable: true` becomes JSON Schema's "or null".
+fn to_json_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out: Map<String, Value> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json_schema(v)))
+                .collect();
+            if out.remove("nullable") == Some(Value::Bool(true)) {
+                return json!({"anyOf": [{"type": "null"}, Value::Object(out)]});
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(db: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .output()
+        .expect("run keyward");
+    assert!(
+        out.status.success(),
+        "keyward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start(db: &str, extra: &[&str]) -> Server {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &listen, "--database-url", db])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keyward serve");
+    let server = Server {
+        child,
+        base: format!("http://{listen}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if ureq::get(&format!("{}/healthz", server.base))
+            .call()
+            .is_ok()
+        {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keyward serve did not come up on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Checker {
+    spec: Value,
+    agent: ureq::Agent,
+    base: String,
+    checked: Vec<String>,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Checker {
+    /// Sends a request and checks the answer against the document. `template` is the
+    /// documented path (`None` for routes outside the API).
+    fn send(
+        &mut self,
+        method: &str,
+        template: Option<&str>,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        expect: u16,
+    ) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(body) => {
+                let req = req
+                    .header("content-type", "application/json")
+                    .body(body.to_owned())
+                    .expect("request");
+                self.agent.run(req)
+            }
+            None => self.agent.run(req.body(()).expect("request")),
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
+        assert_eq!(status, expect, "{method} {path}: {text}");
+        assert!(
+            reply.header("x-request-id").is_some(),
+            "{method} {path}: no X-Request-Id"
+        );
+        if status >= 400 {
+            let obj = reply
+                .body
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path}: error is not JSON: {text}"));
+            assert_eq!(obj.len(), 3, "{text}");
+            assert!(
+                obj["code"].is_string() && obj["message"].is_string(),
+                "{text}"
+            );
+            assert_eq!(obj["status"], json!(status), "{text}");
+            assert!(reply
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")));
+        }
+        if let Some(template) = template {
+            self.validate(method, template, &reply);
+        }
+        reply
+    }
+
+    fn validate(&mut self, method: &str, template: &str, reply: &Reply) {
+        let operation = &self.spec["paths"][template][method.to_ascii_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        let response = &operation["responses"][reply.status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {template} answered {}, which the document does not list",
+            reply.status
+        );
+        let content = response["content"].as_object().expect("documented content");
+        let (media, media_spec) = content.iter().next().expect("one media type");
+        assert!(media.starts_with("application/json"));
+        let mut schema = to_json_schema(&media_spec["schema"]);
+        if let Value::Object(map) = &mut schema {
+            map.insert(
+                "components".into(),
+                to_json_schema(&self.spec["components"]),
+            );
+        }
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("schema of {method} {template} {}: {e}", reply.status));
+        let errors: Vec<String> = validator
+            .iter_errors(&reply.body)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {}: body {} breaks the document: {errors:?}",
+            reply.status,
+            reply.body
+        );
+        for (name, header) in response["headers"].as_object().into_iter().flatten() {
+            if header["required"] == json!(true) {
+                assert!(
+                    reply.header(name).is_some(),
+                    "{method} {template}: documented header {name} missing"
+                );
+            }
+        }
+        self.checked
+            .push(format!("{method} {template} {}", reply.status));
+    }
+}
+
+fn ed25519_jwk(seed: u8) -> Value {
+    // The RFC 8037 key, then the public keys of the secrets [1; 32] and [2; 32].
+    let xs = [
+        "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+        "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w",
+        "gTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q",
+    ];
+    json!({"kty": "OKP", "crv": "Ed25519", "x": xs[usize::from(seed) % xs.len()]})
+}
+
+fn run_contract(db: &str) {
+    cli(
+        db,
+        &["admin", "enterprise", "create", "acme", "--name", "Acme"],
+    );
+    cli(db, &["admin", "enterprise", "create", "globex"]);
+    cli(db, &["admin", "user", "create", "alice@acme.test"]);
+    cli(db, &["admin", "user", "create", "bob@acme.test"]);
+    cli(
+        db,
+        &[
+            "admin",
+            "member",
+            "add",
+            "acme",
+            "alice@acme.test",
+            "--role",
+            "admin",
+        ],
+    );
+    cli(
+        db,
+        &[
+            "admin",
+            "member",
+            "add",
+            "acme",
+            "bob@acme.test",
+            "--role",
+            "member",
+        ],
+    );
+    let admin = cli(
+        db,
+        &["admin", "token", "issue", "alice@acme.test", "--ttl", "1d"],
+    )
+    .lines()
+    .last()
+    .expect("token line")
+    .to_owned();
+    let member = cli(db, &["admin", "token", "issue", "bob@acme.test"])
+        .lines()
+        .last()
+        .expect("token line")
+        .to_owned();
+    let server = start(db, &["--max-active-keys", "3"]);
+    let mut c = Checker {
+        spec: spec(),
+        agent: ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into(),
+        base: server.base.clone(),
+        checked: Vec::new(),
+    };
+    const KEYS: &str = "/api/policy/v1/enterprises/{enterpriseId}/webhooks/keys";
+    const KEY: &str = "/api/policy/v1/enterprises/{enterpriseId}/webhooks/keys/{keyId}";
+    let (keys_t, key_t) = (Some(KEYS), Some(KEY));
+    let keys = format!("{BASE}/enterprises/acme/webhooks/keys");
+    let (a, m) = (Some(admin.as_str()), Some(member.as_str()));
+
+    // Register.
+    let v1 =
+        json!({"jwks": {"keys": [with_kid(ed25519_jwk(0), "my-key-v1")]}, "keyName": "Production"})
+            .to_string();
+    let created = c.send("POST", keys_t, &keys, a, Some(&v1), 201);
+    assert_eq!(
+        created.header("location"),
+        Some("/api/policy/v1/enterprises/acme/webhooks/keys/my-key-v1")
+    );
+    let uri = json!({"jwksUri": "https://example.com/.well-known/jwks.json", "keyId": "remote-1"})
+        .to_string();
+    c.send("POST", keys_t, &keys, a, Some(&uri), 201);
+    c.send("POST", keys_t, &keys, a, Some(&v1), 400);
+    let same_key = json!({"jwks": {"keys": [ed25519_jwk(0)]}, "keyId": "other"}).to_string();
+    c.send("POST", keys_t, &keys, a, Some(&same_key), 409);
+    c.send(
+        "POST",
+        keys_t,
+        &keys,
+        a,
+        Some(r#"{"jwks": {"keys": [{"kty":"RSA","n":"AQAB","e":"AQAB"}]}, "keyId": "rsa"}"#),
+        400,
+    );
+    c.send("POST", keys_t, &keys, a, Some("{broken"), 400);
+    c.send("POST", keys_t, &keys, None, Some(&v1), 401);
+    c.send("POST", keys_t, &keys, m, Some(&v1), 403);
+    c.send(
+        "POST",
+        keys_t,
+        &format!("{BASE}/enterprises/globex/webhooks/keys"),
+        a,
+        Some(&v1),
+        403,
+    );
+    let big = format!("{{\"keyName\":\"{}\"}}", "x".repeat(70_000));
+    c.send("POST", keys_t, &keys, a, Some(&big), 413);
+    let v2 = json!({"jwks": {"keys": [ed25519_jwk(1)]}, "keyId": "my-key-v2"}).to_string();
+    c.send("POST", keys_t, &keys, a, Some(&v2), 201);
+    let v3 = json!({"jwks": {"keys": [ed25519_jwk(2)]}, "keyId": "my-key-v3"}).to_string();
+    c.send("POST", keys_t, &keys, a, Some(&v3), 409);
+
+    // List.
+    let list = c.send("GET", keys_t, &keys, a, None, 200);
+    assert_eq!(list.body["total"], 3);
+    c.send(
+        "GET",
+        keys_t,
+        &format!("{keys}?status=ACTIVE&limit=1&prevId=1"),
+        a,
+        None,
+        200,
+    );
+    c.send("GET", keys_t, &format!("{keys}?limit=0"), a, None, 400);
+    c.send("GET", keys_t, &keys, None, None, 401);
+    c.send("GET", keys_t, &keys, m, None, 403);
+
+    // Get.
+    let got = c.send("GET", key_t, &format!("{keys}/my-key-v1"), a, None, 200);
+    assert_eq!(
+        got.body["thumbprint"],
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
+    c.send("GET", key_t, &format!("{keys}/remote-1"), a, None, 200);
+    c.send("GET", key_t, &format!("{keys}/missing"), a, None, 404);
+    c.send("GET", key_t, &format!("{keys}/my-key-v1"), None, None, 401);
+    c.send("GET", key_t, &format!("{keys}/my-key-v1"), m, None, 403);
+
+    // Revoke.
+    c.send("DELETE", key_t, &format!("{keys}/my-key-v1"), a, None, 200);
+    c.send("DELETE", key_t, &format!("{keys}/my-key-v1"), a, None, 409);
+    c.send("DELETE", key_t, &format!("{keys}/missing"), a, None, 404);
+    c.send(
+        "DELETE",
+        key_t,
+        &format!("{keys}/my-key-v2"),
+        None,
+        None,
+        401,
+    );
+    c.send("DELETE", key_t, &format!("{keys}/my-key-v2"), m, None, 403);
+    c.send("POST", keys_t, &keys, a, Some(&v1), 400);
+
+    // Outside the documented operations: still the error shape.
+    c.send("GET", None, "/api/policy/v1/nothing", a, None, 404);
+    c.send("PATCH", None, &keys, a, None, 405);
+    let served = c.send("GET", None, "/openapi.json", None, None, 200);
+    assert_eq!(
+        served.body, c.spec,
+        "the served document is the committed one"
+    );
+    c.send("GET", None, "/readyz", None, None, 200);
+
+    // The token can be revoked by its prefix, and then it no longer works.
+    let id = admin.split('_').take(2).collect::<Vec<_>>().join("_");
+    cli(db, &["admin", "token", "revoke", &id]);
+    c.send("GET", keys_t, &keys, a, None, 401);
+
+    // The audit trail tells what happened.
+    let audit = cli(db, &["admin", "audit", "acme", "--json"]);
+    let outcomes: Vec<(String, String)> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("audit line is JSON"))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("REVOKE".into(), "OK".into())),
+        "{audit}"
+    );
+    assert!(
+        outcomes.contains(&("REGISTER".into(), "ACTIVE_KEY_LIMIT_REACHED".into())),
+        "{audit}"
+    );
+    assert!(!audit.contains(&admin));
+
+    // Every documented operation was exercised with at least its success status.
+    for op in [
+        "POST {t} 201",
+        "GET {t} 200",
+        "GET {k} 200",
+        "DELETE {k} 200",
+    ] {
+        let op = op.replace("{t}", KEYS).replace("{k}", KEY);
+        assert!(c.checked.contains(&op), "{op} not exercised");
+    }
+}
+
+fn with_kid(mut jwk: Value, kid: &str) -> Value {
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+#[test]
+fn contract_on_sqlite() {
+    let db = TestDb::sqlite();
+    let url = format!(
+        "sqlite://{}",
+        db.sqlite_path().expect("sqlite path").display()
+    );
+    run_contract(&url);
+}
+
+#[test]
+fn contract_on_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    run_contract(&db.url_string());
+}
+
+#[test]
+fn cli_errors_are_one_line_and_fail() {
+    let dir = std::env::temp_dir().join(format!("keyward-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = format!("sqlite://{}", dir.join("k.db").display());
+    for args in [
+        vec!["admin", "enterprise", "create", "bad id"],
+        vec![
+            "admin",
+            "member",
+            "add",
+            "acme",
+            "nobody@acme.test",
+            "--role",
+            "admin",
+        ],
+        vec!["admin", "token", "issue", "nobody@acme.test"],
+        vec!["admin", "token", "issue", "x@y.z", "--ttl", "forever"],
+        vec!["admin", "frobnicate"],
+        vec!["serve", "--max-active-keys", "zero"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("DATABASE_URL", &db)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .args(["admin", "audit", "acme"])
+        .env("DATABASE_URL", "mysql://x")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
