@@ -11,6 +11,7 @@ mod middleware;
 mod ops;
 mod state;
 mod types;
+mod verify;
 
 use std::sync::Arc;
 
@@ -27,8 +28,8 @@ pub use state::{AppState, RequestId};
 pub const BASE_PATH: &str = "/api/policy/v1";
 
 /// The OpenAPI service: the single source of the served and the committed document.
-pub fn api_service() -> OpenApiService<KeysApi, ()> {
-    OpenApiService::new(KeysApi, "keyward", env!("CARGO_PKG_VERSION"))
+pub fn api_service() -> OpenApiService<(KeysApi, verify::VerifyApi), ()> {
+    OpenApiService::new((KeysApi, verify::VerifyApi), "keyward", env!("CARGO_PKG_VERSION"))
         .description(
             "Register, list, revoke and use the public keys that sign an enterprise's policy-webhook responses. \
              Every error is JSON of the shape {code, message, status}; every response carries X-Request-Id.",

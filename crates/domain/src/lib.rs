@@ -7,6 +7,7 @@
 //! variant is the contract's code.
 
 pub mod auth;
+pub mod crypto;
 mod error;
 pub mod ids;
 pub mod json;
@@ -17,6 +18,7 @@ pub mod net;
 pub mod ports;
 pub mod register;
 mod service;
+pub mod verify;
 
 pub use auth::{EnterpriseAdmin, IssuedToken, Role, TokenGrant};
 pub use error::{DomainError, StoreError};
@@ -28,4 +30,8 @@ pub use model::{
     Timestamp,
 };
 pub use register::{KeyMaterial, RegisterKey};
-pub use service::{AdminService, KeyService, Policy, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+pub use service::{
+    AdminService, KeyService, Policy, Verification, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    REPLAY_RETENTION_SECONDS,
+};
+pub use verify::Rejection;

@@ -129,3 +129,59 @@ pub trait AdminStore: Send + Sync {
 pub trait ReadinessProbe: Send + Sync {
     fn ready(&self) -> Result<bool, StoreError>;
 }
+
+/// The result of recording a successful verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// First success for this evaluationId: recorded durably.
+    Recorded,
+    /// This evaluationId already verified once.
+    Replayed,
+    /// The key was revoked while the token was being checked.
+    KeyRevoked,
+}
+
+/// Storage for verification: the replay records.
+pub trait VerificationStore: Send + Sync {
+    /// Records that `evaluation_id` verified with `key_id`, unless it already did, in one
+    /// transaction that also confirms the key is still active (and holds it so a
+    /// concurrent revocation waits); then stamps the key's last verification, at most
+    /// once a minute.
+    fn record_verification(
+        &self,
+        enterprise: &EnterpriseId,
+        evaluation_id: &str,
+        key_id: &str,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<RecordOutcome, StoreError>;
+
+    /// Deletes replay records that expired before `now`. Returns how many.
+    fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// What a JWKS URI said about a kid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksLookup {
+    /// The key, already validated exactly like an inline one.
+    Found(crate::PublicJwk),
+    /// The JWKS has no usable key with this kid.
+    NotFound,
+    /// The JWKS could not be fetched or read.
+    Unavailable(String),
+}
+
+/// Fetches keys registered by jwksUri.
+pub trait JwksSource: Send + Sync {
+    fn find(&self, uri: &str, kid: &str) -> JwksLookup;
+}
+
+/// A source for deployments that fetch nothing: every lookup is unavailable.
+#[derive(Debug, Default)]
+pub struct NoJwksSource;
+
+impl JwksSource for NoJwksSource {
+    fn find(&self, _uri: &str, _kid: &str) -> JwksLookup {
+        JwksLookup::Unavailable("fetching JWKS URIs is not configured".into())
+    }
+}

@@ -6,13 +6,19 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::auth::{token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role};
+use crate::crypto::VerifyingKey;
 use crate::ids::{Email, EnterpriseId, KeyId};
+use crate::jwk::PublicJwk;
 use crate::jwks_uri::InsecureHosts;
 use crate::model::{
     AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey, Timestamp,
 };
-use crate::ports::{AdminOutcome, AdminStore, InsertOutcome, KeyStore, RevokeOutcome};
+use crate::ports::{
+    AdminOutcome, AdminStore, InsertOutcome, JwksLookup, JwksSource, KeyStore, NoJwksSource,
+    RecordOutcome, RevokeOutcome, VerificationStore,
+};
 use crate::register::{KeyMaterial, RegisterKey};
+use crate::verify::{self, Rejection};
 use crate::DomainError;
 
 /// The operator's settings that rules depend on.
@@ -20,6 +26,8 @@ use crate::DomainError;
 pub struct Policy {
     pub max_active_keys: u32,
     pub insecure_jwks_hosts: InsecureHosts,
+    /// How far a token's `iat` may be from now, and how late `exp`/`nbf` may be honoured.
+    pub clock_skew_seconds: i64,
 }
 
 impl Default for Policy {
@@ -27,8 +35,21 @@ impl Default for Policy {
         Self {
             max_active_keys: 20,
             insecure_jwks_hosts: InsecureHosts::default(),
+            clock_skew_seconds: 300,
         }
     }
+}
+
+/// How long a replay record is kept after the verification. Far longer than any token
+/// stays acceptable (its `iat` must be within the clock skew of now, at most an hour),
+/// so purging a record can never let an old token through again.
+pub const REPLAY_RETENTION_SECONDS: i64 = 24 * 3600;
+
+/// The outcome of verifying a signed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Valid { key_id: String, status_code: i64 },
+    Invalid(Rejection),
 }
 
 /// Listing bounds of the contract.
@@ -38,17 +59,31 @@ pub const LIST_LIMIT_DEFAULT: u32 = 50;
 /// Key management for enterprise admins.
 pub struct KeyService {
     store: Arc<dyn KeyStore>,
+    verifications: Arc<dyn VerificationStore>,
+    jwks: Arc<dyn JwksSource>,
     clock: Arc<dyn Clock>,
     policy: Policy,
 }
 
 impl KeyService {
-    pub fn new(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+    pub fn new<S: KeyStore + VerificationStore + 'static>(
+        store: Arc<S>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Self {
         Self {
-            store,
+            store: store.clone(),
+            verifications: store,
+            jwks: Arc::new(NoJwksSource),
             clock,
             policy,
         }
+    }
+
+    /// Uses `jwks` to fetch keys registered by jwksUri.
+    pub fn with_jwks_source(mut self, jwks: Arc<dyn JwksSource>) -> Self {
+        self.jwks = jwks;
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -187,6 +222,75 @@ impl KeyService {
         self.store
             .get_key(&admin.enterprise, key_id)?
             .ok_or_else(|| DomainError::KeyNotFound(key_id.escape_debug().to_string()))
+    }
+
+    /// Verifies a signed webhook response for the evaluation `evaluation_id`. A success
+    /// is recorded durably before it is reported, so the evaluation never verifies twice.
+    pub fn verify_body(
+        &self,
+        admin: &EnterpriseAdmin,
+        body: &[u8],
+    ) -> Result<Verification, DomainError> {
+        let request = verify::VerifyRequest::from_body(body)?;
+        self.verify(admin, &request.token, &request.evaluation_id)
+    }
+
+    /// Verifies `token` as the answer to `evaluation_id`.
+    pub fn verify(
+        &self,
+        admin: &EnterpriseAdmin,
+        token: &str,
+        evaluation_id: &str,
+    ) -> Result<Verification, DomainError> {
+        let invalid = |r: Rejection| Ok(Verification::Invalid(r));
+        let parsed = match verify::parse(token) {
+            Ok(parsed) => parsed,
+            Err(rejection) => return invalid(rejection),
+        };
+        let Some(stored) = self.store.get_key(&admin.enterprise, parsed.kid.as_str())? else {
+            return invalid(Rejection::UnknownKey);
+        };
+        if stored.status == KeyStatus::Revoked {
+            return invalid(Rejection::KeyRevoked);
+        }
+        let jwk = match &stored.source {
+            KeySource::Inline { jwk, .. } => PublicJwk::from_stored(jwk)?,
+            KeySource::JwksUri(uri) => match self.jwks.find(uri, parsed.kid.as_str()) {
+                JwksLookup::Found(jwk) => jwk,
+                JwksLookup::NotFound => return invalid(Rejection::UnknownKey),
+                JwksLookup::Unavailable(why) => return invalid(Rejection::JwksUnavailable(why)),
+            },
+        };
+        let key = VerifyingKey::from_jwk(&jwk)
+            .ok_or_else(|| DomainError::Internal("stored key is unusable".into()))?;
+        if let Err(rejection) = parsed.verify_signature(jwk.curve(), &key) {
+            return invalid(rejection);
+        }
+        let now = self.clock.now();
+        let answer = match parsed.check_claims(evaluation_id, now, self.policy.clock_skew_seconds) {
+            Ok(answer) => answer,
+            Err(rejection) => return invalid(rejection),
+        };
+        let keep_until = now.plus_seconds(REPLAY_RETENTION_SECONDS);
+        match self.verifications.record_verification(
+            &admin.enterprise,
+            evaluation_id,
+            &stored.key_id,
+            now,
+            keep_until,
+        )? {
+            RecordOutcome::Recorded => Ok(Verification::Valid {
+                key_id: stored.key_id,
+                status_code: answer.status_code,
+            }),
+            RecordOutcome::Replayed => invalid(Rejection::Replayed),
+            RecordOutcome::KeyRevoked => invalid(Rejection::KeyRevoked),
+        }
+    }
+
+    /// Deletes expired replay records; for a periodic background task.
+    pub fn purge_replay_records(&self) -> Result<u64, DomainError> {
+        Ok(self.verifications.purge_replay_records(self.clock.now())?)
     }
 
     /// Revokes a key: permanent, audited, and exactly once under concurrency.

@@ -35,12 +35,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let policy = Policy {
         max_active_keys: args.max_active_keys,
         insecure_jwks_hosts: InsecureHosts::new(&args.allow_insecure_jwks_hosts),
+        clock_skew_seconds: i64::try_from(args.clock_skew).unwrap_or(300),
     };
     if !policy.insecure_jwks_hosts.hosts().is_empty() {
         tracing::warn!(hosts = ?policy.insecure_jwks_hosts.hosts(), "insecure jwksUri hosts allowed: development and tests only");
     }
+    let keys = Arc::new(KeyService::new(repository.clone(), crate::clock(), policy));
     let state = AppState {
-        keys: Arc::new(KeyService::new(repository.clone(), crate::clock(), policy)),
+        keys: keys.clone(),
         readiness: repository,
     };
     let settings = HttpSettings {
@@ -51,6 +53,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        tokio::spawn(purge_replay_records(keys));
         let listener = TcpListener::bind(args.listen);
         tracing::info!(listen = %args.listen, "keyward serving");
         Server::new(listener)
@@ -64,6 +67,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     })?;
     tracing::info!("keyward stopped");
     Ok(())
+}
+
+/// Deletes expired replay records once a minute, off the request path.
+async fn purge_replay_records(keys: Arc<KeyService>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let keys = keys.clone();
+        match tokio::task::spawn_blocking(move || keys.purge_replay_records()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(purged = n, "expired replay records purged"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "replay record purge failed; will retry"),
+            Err(err) => tracing::warn!(error = %err, "replay record purge task failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

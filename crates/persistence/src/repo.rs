@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use keyward_domain::ports::{
-    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RevokeOutcome,
+    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RecordOutcome,
+    RevokeOutcome, VerificationStore,
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
@@ -13,7 +14,9 @@ use uuid::Uuid;
 
 use crate::db::{DbConnection, Pool};
 use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
-use crate::schema::{api_tokens, audit_events, enterprises, memberships, users, webhook_keys};
+use crate::schema::{
+    api_tokens, audit_events, enterprises, memberships, replay_records, users, webhook_keys,
+};
 
 /// The store behind every port, over a connection pool.
 #[derive(Clone)]
@@ -467,6 +470,95 @@ impl KeyStore for Repository {
             Ok(row) => Ok(RevokeOutcome::Revoked(Box::new(StoredKey::try_from(row)?))),
             Err(abort) => abort_error(abort),
         }
+    }
+}
+
+/// How often at most a key's `last_verified_at` is written: often enough to tell an
+/// operator the key is in use, rarely enough that verifications do not queue on it.
+const LAST_VERIFIED_RESOLUTION_MS: i64 = 60_000;
+
+#[derive(QueryableByName)]
+struct StatusRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+}
+
+impl VerificationStore for Repository {
+    fn record_verification(
+        &self,
+        enterprise: &EnterpriseId,
+        evaluation_id: &str,
+        key_id: &str,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let enterprise = enterprise.as_str();
+        let done = write_tx(&mut conn, |conn| {
+            // On PostgreSQL the shared row lock makes a concurrent revocation wait for
+            // this transaction; on SQLite the write lock taken at BEGIN does the same.
+            let lock = match conn {
+                DbConnection::Postgres(_) => " FOR SHARE",
+                DbConnection::Sqlite(_) => "",
+            };
+            let status: Option<StatusRow> = diesel::sql_query(format!(
+                "SELECT status FROM webhook_keys WHERE enterprise_id = $1 AND key_id = $2{lock}"
+            ))
+            .bind::<diesel::sql_types::Text, _>(enterprise)
+            .bind::<diesel::sql_types::Text, _>(key_id)
+            .get_result(conn)
+            .optional()?;
+            if status.is_none_or(|row| row.status != KeyStatus::Active.as_str()) {
+                return Err(Abort::Outcome(RecordOutcome::KeyRevoked));
+            }
+            let inserted = diesel::insert_into(replay_records::table)
+                .values((
+                    replay_records::enterprise_id.eq(enterprise),
+                    replay_records::evaluation_id.eq(evaluation_id),
+                    replay_records::key_id.eq(key_id),
+                    replay_records::verified_at.eq(at.millis()),
+                    replay_records::expires_at.eq(keep_until.millis()),
+                ))
+                .execute(conn);
+            match inserted {
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(Abort::Outcome(RecordOutcome::Replayed))
+                }
+                other => other?,
+            };
+            Ok(RecordOutcome::Recorded)
+        });
+        let outcome = match done {
+            Ok(outcome) => outcome,
+            Err(Abort::Db(err)) if is_unique_violation(&err) => RecordOutcome::Replayed,
+            Err(abort) => abort_error(abort)?,
+        };
+        if outcome == RecordOutcome::Recorded {
+            // Outside the transaction: taking the key row's write lock there while other
+            // verifications hold it shared would deadlock. The stamp is informational.
+            let stamped = diesel::update(webhook_keys::table)
+                .filter(webhook_keys::enterprise_id.eq(enterprise))
+                .filter(webhook_keys::key_id.eq(key_id))
+                .filter(webhook_keys::last_verified_at.is_null().or(
+                    webhook_keys::last_verified_at.lt(at.millis() - LAST_VERIFIED_RESOLUTION_MS),
+                ))
+                .set(webhook_keys::last_verified_at.eq(Some(at.millis())))
+                .execute(&mut *conn);
+            if let Err(err) = stamped {
+                tracing::warn!(error = %err, "could not stamp the key's last verification");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let deleted = diesel::delete(
+            replay_records::table.filter(replay_records::expires_at.lt(now.millis())),
+        )
+        .execute(&mut *conn)
+        .map_err(store_error)?;
+        Ok(deleted as u64)
     }
 }
 

@@ -71,6 +71,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    replay_records (enterprise_id, evaluation_id) {
+        enterprise_id -> Text,
+        evaluation_id -> Text,
+        key_id -> Text,
+        verified_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(memberships -> enterprises (enterprise_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(api_tokens -> users (user_id));
@@ -84,4 +94,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     webhook_keys,
     audit_events,
+    replay_records,
 );

@@ -153,6 +153,7 @@ impl Harness {
         let policy = Policy {
             max_active_keys: options.max_active_keys,
             insecure_jwks_hosts: InsecureHosts::new(options.insecure_hosts),
+            clock_skew_seconds: 300,
         };
         let state = AppState {
             keys: Arc::new(KeyService::new(

@@ -1,0 +1,190 @@
+//! The verify operation: does this signed webhook response come from a registered key?
+
+use keyward_domain::{Rejection, Verification};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+
+use crate::auth::AdminAuth;
+use crate::body::JsonBody;
+use crate::error::error_responses;
+use crate::state::{blocking, AppState};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Check signed webhook responses against the registered keys.
+    #[oai(rename = "Signed responses")]
+    SignedResponses,
+}
+
+/// A signed webhook response and the evaluation it should answer.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", deny_unknown_fields, example)]
+pub struct VerifyRequestBody {
+    /// The compact JWS your webhook returned (header.payload.signature). Its header names
+    /// the registered key in `kid`; its claims hold `evaluationId`, an integer
+    /// `statusCode` and `iat` (and optionally `exp`).
+    pub token: String,
+    /// The evaluation the platform asked about.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub evaluation_id: String,
+}
+
+impl poem_openapi::types::Example for VerifyRequestBody {
+    fn example() -> Self {
+        Self {
+            token: "eyJhbGciOiJFZERTQSIsImtpZCI6Im15LWtleS12MiJ9.eyJldmFsdWF0aW9uSWQiOiJldmFsLTEyMyIsInN0YXR1c0NvZGUiOjIwMCwiaWF0IjoxNzY4MjEzODAwfQ.c2lnbmF0dXJl".into(),
+            evaluation_id: "eval-123".into(),
+        }
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    MalformedToken,
+    UnknownKey,
+    KeyRevoked,
+    AlgorithmNotAllowed,
+    BadSignature,
+    EvaluationIdMismatch,
+    MissingClaim,
+    InvalidClaim,
+    TokenExpired,
+    IssuedInFuture,
+    Replayed,
+    JwksUnavailable,
+}
+
+impl From<&Rejection> for Reason {
+    fn from(rejection: &Rejection) -> Self {
+        match rejection {
+            Rejection::MalformedToken(_) => Self::MalformedToken,
+            Rejection::UnknownKey => Self::UnknownKey,
+            Rejection::KeyRevoked => Self::KeyRevoked,
+            Rejection::AlgorithmNotAllowed(_) => Self::AlgorithmNotAllowed,
+            Rejection::BadSignature => Self::BadSignature,
+            Rejection::EvaluationIdMismatch => Self::EvaluationIdMismatch,
+            Rejection::MissingClaim(_) => Self::MissingClaim,
+            Rejection::InvalidClaim(_) => Self::InvalidClaim,
+            Rejection::TokenExpired(_) => Self::TokenExpired,
+            Rejection::IssuedInFuture(_) => Self::IssuedInFuture,
+            Rejection::Replayed => Self::Replayed,
+            Rejection::JwksUnavailable(_) => Self::JwksUnavailable,
+        }
+    }
+}
+
+/// The verdict. `valid: true` comes with `keyId`, `statusCode` and `approved`
+/// (`statusCode == 200`); `valid: false` with `reason` and `message`.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct VerifyResult {
+    pub valid: bool,
+    /// The key that signed (valid tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub key_id: Option<String>,
+    /// The webhook's answer (valid tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub status_code: Option<i64>,
+    /// `statusCode == 200` (valid tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub approved: Option<bool>,
+    /// Why the token was refused (invalid tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<Reason>,
+    /// What is wrong and what to do (invalid tokens).
+    #[oai(skip_serializing_if_is_none)]
+    pub message: Option<String>,
+}
+
+impl From<Verification> for VerifyResult {
+    fn from(verification: Verification) -> Self {
+        match verification {
+            Verification::Valid {
+                key_id,
+                status_code,
+            } => Self {
+                valid: true,
+                key_id: Some(key_id),
+                status_code: Some(status_code),
+                approved: Some(status_code == 200),
+                reason: None,
+                message: None,
+            },
+            Verification::Invalid(rejection) => Self {
+                valid: false,
+                key_id: None,
+                status_code: None,
+                approved: None,
+                reason: Some(Reason::from(&rejection)),
+                message: Some(rejection.message()),
+            },
+        }
+    }
+}
+
+#[derive(ApiResponse, Debug)]
+enum VerifyResponse {
+    /// The verdict on the token, valid or not.
+    #[oai(status = 200)]
+    Ok(Json<VerifyResult>),
+}
+
+error_responses!(
+    /// Why the request itself was refused.
+    VerifyError {
+        /// The body is not `{token, evaluationId}` (`INVALID_REQUEST`).
+        BadRequest = 400,
+        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
+        Unauthorized = 401,
+        /// Not an admin of this enterprise (`FORBIDDEN`).
+        Forbidden = 403,
+        /// The body is over the size limit (`PAYLOAD_TOO_LARGE`).
+        PayloadTooLarge = 413,
+        /// The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`).
+        UnsupportedMediaType = 415,
+        /// Internal error (`INTERNAL_ERROR`).
+        Internal = 500,
+        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
+        Unavailable = 503,
+    }
+);
+
+/// The verification operation.
+pub struct VerifyApi;
+
+#[OpenApi(prefix_path = "/api/policy/v1", tag = "ApiTags::SignedResponses")]
+impl VerifyApi {
+    /// Verify a signed webhook response
+    ///
+    /// Checks a compact JWS your webhook returned: its header's `kid` must name an
+    /// ACTIVE key of this enterprise and its `alg` fit that key (EdDSA, ES256, ES384,
+    /// ES256K; never `none` or HMAC; no key carried in the header); the signature must
+    /// verify; its claims must hold this `evaluationId`, an integer `statusCode`, and an
+    /// `iat` within the clock skew (`exp`, if present, not passed). Each evaluationId
+    /// verifies successfully once. Use it to confirm a new key works before revoking the
+    /// old one. Caller must be an admin of the enterprise.
+    #[oai(
+        path = "/enterprises/:enterpriseId/webhooks/responses/verify",
+        method = "post",
+        operation_id = "verifyResponse"
+    )]
+    async fn verify(
+        &self,
+        auth: AdminAuth,
+        state: Data<&AppState>,
+        /// The enterprise id.
+        #[oai(name = "enterpriseId")]
+        _enterprise_id: Path<String>,
+        body: JsonBody<VerifyRequestBody>,
+    ) -> Result<VerifyResponse, VerifyError> {
+        let admin = auth.0;
+        let body = body.bytes()?.to_vec();
+        let keys = state.keys.clone();
+        let verification = blocking(move || keys.verify_body(&admin, &body)).await?;
+        Ok(VerifyResponse::Ok(Json(VerifyResult::from(verification))))
+    }
+}

@@ -1,0 +1,77 @@
+//! Signature checks, one well-kept implementation per curve, on keys parsed once.
+//!
+//! Ed25519: `ed25519-dalek`'s strict verification (no malleable S, no small-order R or
+//! key). P-256 and P-384: `ring`, on the JWS raw `r‖s` form only. secp256k1: `k256`.
+//! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
+//! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
+
+use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
+
+use crate::jwk::{Curve, PublicJwk};
+
+/// A public key ready to check signatures.
+pub enum VerifyingKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    P256(UnparsedPublicKey<Vec<u8>>),
+    P384(UnparsedPublicKey<Vec<u8>>),
+    Secp256k1(k256::ecdsa::VerifyingKey),
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ed25519(_) => "VerifyingKey(Ed25519)",
+            Self::P256(_) => "VerifyingKey(P-256)",
+            Self::P384(_) => "VerifyingKey(P-384)",
+            Self::Secp256k1(_) => "VerifyingKey(secp256k1)",
+        })
+    }
+}
+
+impl VerifyingKey {
+    /// Prepares a validated JWK. `None` only if the key cannot be used, which validation
+    /// already excludes.
+    pub fn from_jwk(jwk: &PublicJwk) -> Option<Self> {
+        let sec1 = || {
+            let mut point = vec![0x04];
+            point.extend_from_slice(jwk.x());
+            point.extend_from_slice(jwk.y().unwrap_or_default());
+            point
+        };
+        match jwk.curve() {
+            Curve::Ed25519 => {
+                let bytes: [u8; 32] = jwk.x().try_into().ok()?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .ok()
+                    .map(Self::Ed25519)
+            }
+            Curve::P256 => Some(Self::P256(UnparsedPublicKey::new(
+                &ECDSA_P256_SHA256_FIXED,
+                sec1(),
+            ))),
+            Curve::P384 => Some(Self::P384(UnparsedPublicKey::new(
+                &ECDSA_P384_SHA384_FIXED,
+                sec1(),
+            ))),
+            Curve::Secp256k1 => k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1())
+                .ok()
+                .map(Self::Secp256k1),
+        }
+    }
+
+    /// True when `signature` is a valid signature of `message` under this key.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
+                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+            Self::P256(key) => signature.len() == 64 && key.verify(message, signature).is_ok(),
+            Self::P384(key) => signature.len() == 96 && key.verify(message, signature).is_ok(),
+            Self::Secp256k1(key) => {
+                use k256::ecdsa::signature::Verifier as _;
+                signature.len() == 64
+                    && k256::ecdsa::Signature::from_slice(signature)
+                        .is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! Verifying signed webhook responses through the domain's use case: interop with an
+//! independent JOSE library, RFC vectors, and every token line of the security checklist.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use keyward_domain::auth::{IssuedToken, Role, TokenGrant};
+use keyward_domain::crypto::VerifyingKey;
+use keyward_domain::ports::{
+    InsertOutcome, KeyStore, RecordOutcome, RevokeOutcome, VerificationStore,
+};
+use keyward_domain::{
+    AuditContext, Clock, EnterpriseAdmin, EnterpriseId, KeyId, KeyPage, KeyService, KeySource,
+    KeyStatus, NewKey, Policy, PublicJwk, StoreError, StoredKey, Timestamp, Verification,
+};
+use serde_json::{json, Value};
+
+const NOW: i64 = 1_768_213_800;
+
+struct FixedClock(AtomicI64);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Keys and replay records in memory; one admin token.
+#[derive(Default)]
+struct MemoryStore {
+    keys: Mutex<HashMap<String, StoredKey>>,
+    replays: Mutex<HashMap<String, String>>,
+    grant_hash: Vec<u8>,
+}
+
+impl KeyStore for MemoryStore {
+    fn token_grant(
+        &self,
+        _id: &str,
+        _e: Option<&EnterpriseId>,
+    ) -> Result<Option<TokenGrant>, StoreError> {
+        Ok(Some(TokenGrant {
+            hash: self.grant_hash.clone(),
+            expires_at: None,
+            revoked: false,
+            email: "admin@acme.test".into(),
+            role: Some(Role::Admin),
+        }))
+    }
+    fn insert_key(
+        &self,
+        _k: &NewKey,
+        _m: u32,
+        _a: &AuditContext,
+    ) -> Result<InsertOutcome, StoreError> {
+        unimplemented!("not used by verification")
+    }
+    fn list_keys(
+        &self,
+        _e: &EnterpriseId,
+        _s: Option<KeyStatus>,
+        _l: u32,
+        _o: u64,
+    ) -> Result<KeyPage, StoreError> {
+        unimplemented!("not used by verification")
+    }
+    fn get_key(&self, _e: &EnterpriseId, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
+        Ok(self.keys.lock().expect("lock").get(key_id).cloned())
+    }
+    fn revoke_key(
+        &self,
+        _e: &EnterpriseId,
+        _k: &KeyId,
+        _t: Timestamp,
+        _a: &AuditContext,
+    ) -> Result<RevokeOutcome, StoreError> {
+        unimplemented!("not used by verification")
+    }
+}
+
+impl VerificationStore for MemoryStore {
+    fn record_verification(
+        &self,
+        _e: &EnterpriseId,
+        evaluation_id: &str,
+        key_id: &str,
+        _at: Timestamp,
+        _keep: Timestamp,
+    ) -> Result<RecordOutcome, StoreError> {
+        if self
+            .keys
+            .lock()
+            .expect("lock")
+            .get(key_id)
+            .is_none_or(|k| k.status != KeyStatus::Active)
+        {
+            return Ok(RecordOutcome::KeyRevoked);
+        }
+        let mut replays = self.replays.lock().expect("lock");
+        if replays.contains_key(evaluation_id) {
+            return Ok(RecordOutcome::Replayed);
+        }
+        replays.insert(evaluation_id.to_owned(), key_id.to_owned());
+        Ok(RecordOutcome::Recorded)
+    }
+    fn purge_replay_records(&self, _now: Timestamp) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+struct World {
+    store: Arc<MemoryStore>,
+    service: KeyService,
+    admin: EnterpriseAdmin,
+}
+
+impl World {
+    fn new() -> Self {
+        let issued = IssuedToken::from_random([1; 8], [2; 32]);
+        let store = Arc::new(MemoryStore {
+            grant_hash: issued.hash.clone(),
+            ..MemoryStore::default()
+        });
+        let clock = Arc::new(FixedClock(AtomicI64::new(NOW * 1000)));
+        let service = KeyService::new(store.clone(), clock, Policy::default());
+        let admin = service.authorize(&issued.token, "acme").expect("admin");
+        Self {
+            store,
+            service,
+            admin,
+        }
+    }
+
+    fn add(&self, kid: &str, jwk: &Value, status: KeyStatus) {
+        let map = jwk.as_object().expect("object").clone();
+        let jwk = PublicJwk::from_json(&map).expect("valid JWK").with_kid(kid);
+        let key = StoredKey {
+            id: uuid::Uuid::new_v4(),
+            enterprise_id: "acme".into(),
+            key_id: kid.into(),
+            key_name: kid.into(),
+            source: KeySource::Inline {
+                algorithm: jwk.curve().family(),
+                jwk: jwk.to_canonical_json(),
+                thumbprint: jwk.thumbprint().as_str().into(),
+            },
+            status,
+            created_at: Timestamp::from_millis(0),
+            created_by: "admin@acme.test".into(),
+            revoked_at: (status == KeyStatus::Revoked).then(|| Timestamp::from_millis(1)),
+            revoked_by: None,
+            last_verified_at: None,
+        };
+        self.store
+            .keys
+            .lock()
+            .expect("lock")
+            .insert(kid.into(), key);
+    }
+
+    fn verify(&self, token: &str, evaluation_id: &str) -> Result<(String, i64), String> {
+        match self
+            .service
+            .verify(&self.admin, token, evaluation_id)
+            .expect("no storage error")
+        {
+            Verification::Valid {
+                key_id,
+                status_code,
+            } => Ok((key_id, status_code)),
+            Verification::Invalid(rejection) => Err(rejection.code().to_owned()),
+        }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn ed_key(seed: u8) -> (ed25519_dalek::SigningKey, Value) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&key.verifying_key().to_bytes())});
+    (key, jwk)
+}
+
+fn p256_key(seed: u8) -> (p256::ecdsa::SigningKey, Value) {
+    let mut scalar = [0u8; 32];
+    scalar[31] = seed;
+    let key = p256::ecdsa::SigningKey::from_slice(&scalar).expect("scalar");
+    let point = key.verifying_key().to_encoded_point(false);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y"))});
+    (key, jwk)
+}
+
+fn claims(evaluation_id: &str, status: i64) -> Value {
+    json!({"evaluationId": evaluation_id, "statusCode": status, "iat": NOW})
+}
+
+fn signing_input(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+fn ed_token(key: &ed25519_dalek::SigningKey, header: &Value, claims: &Value) -> String {
+    use ed25519_dalek::Signer as _;
+    let input = signing_input(header, claims);
+    format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+}
+
+fn es256_token(key: &p256::ecdsa::SigningKey, header: &Value, claims: &Value) -> String {
+    use p256::ecdsa::signature::Signer as _;
+    let input = signing_input(header, claims);
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", b64(&sig.to_bytes()))
+}
+
+fn ed_world() -> (World, ed25519_dalek::SigningKey) {
+    let world = World::new();
+    let (key, jwk) = ed_key(7);
+    world.add("k1", &jwk, KeyStatus::Active);
+    (world, key)
+}
+
+#[test]
+fn tokens_from_an_independent_library_verify_and_tampered_copies_do_not() {
+    let fixtures: Value =
+        serde_json::from_str(include_str!("fixtures/interop.json")).expect("fixtures");
+    assert_eq!(fixtures["now"], NOW);
+    let world = World::new();
+    let cases = fixtures["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 8);
+    for case in cases {
+        let kid = case["jwk"]["kid"].as_str().expect("kid");
+        world.add(kid, &case["jwk"], KeyStatus::Active);
+    }
+    for case in cases {
+        let token = case["token"].as_str().expect("token");
+        let evaluation_id = case["evaluationId"].as_str().expect("id");
+        let alg = case["alg"].as_str().expect("alg");
+        // Tampered copies first: they must not use up the evaluationId.
+        let (head, sig) = token.rsplit_once('.').expect("jws");
+        let mut sig_bytes = URL_SAFE_NO_PAD.decode(sig).expect("sig");
+        sig_bytes[5] ^= 0x01;
+        assert_eq!(
+            world.verify(&format!("{head}.{}", b64(&sig_bytes)), evaluation_id),
+            Err("BAD_SIGNATURE".into()),
+            "{alg}"
+        );
+        let (header, payload) = head.split_once('.').expect("jws");
+        let mut claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("payload"))
+                .expect("claims");
+        claims["statusCode"] = json!(200);
+        claims["evaluationId"] = json!(evaluation_id);
+        let forged = format!("{header}.{}.{sig}", b64(claims.to_string().as_bytes()));
+        if forged != token {
+            assert_eq!(
+                world.verify(&forged, evaluation_id),
+                Err("BAD_SIGNATURE".into()),
+                "{alg}"
+            );
+        }
+        let expected = case["statusCode"].as_i64().expect("status");
+        assert_eq!(
+            world.verify(token, evaluation_id),
+            Ok((
+                case["jwk"]["kid"].as_str().expect("kid").to_owned(),
+                expected
+            )),
+            "{alg}"
+        );
+        assert_eq!(
+            world.verify(token, evaluation_id),
+            Err("REPLAYED".into()),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn rfc_vectors_verify_at_the_signature_layer() {
+    // RFC 8037 appendix A.4 (Ed25519).
+    let jwk = PublicJwk::from_json(
+        json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
+            .as_object()
+            .expect("obj"),
+    )
+    .expect("jwk");
+    let key = VerifyingKey::from_jwk(&jwk).expect("key");
+    let input = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc";
+    let sig = URL_SAFE_NO_PAD.decode("hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg").expect("sig");
+    assert!(key.verify(input.as_bytes(), &sig));
+    assert!(!key.verify(b"other input", &sig));
+    // RFC 7515 appendix A.3 (ES256, raw r||s).
+    let jwk = PublicJwk::from_json(json!({"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}).as_object().expect("obj")).expect("jwk");
+    let key = VerifyingKey::from_jwk(&jwk).expect("key");
+    let input = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+    let sig = URL_SAFE_NO_PAD.decode("DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q").expect("sig");
+    assert!(key.verify(input.as_bytes(), &sig));
+    let mut twisted = sig.clone();
+    twisted[0] ^= 1;
+    assert!(!key.verify(input.as_bytes(), &twisted));
+}
+
+#[test]
+fn a_valid_token_verifies_once_and_failures_do_not_use_it_up() {
+    let (world, key) = ed_world();
+    let header = json!({"alg": "EdDSA", "kid": "k1"});
+    let good = ed_token(&key, &header, &claims("e1", 403));
+    assert_eq!(
+        world.verify(&good, "e2"),
+        Err("EVALUATION_ID_MISMATCH".into())
+    );
+    let mut bad = good.clone();
+    bad.push('A');
+    assert!(world.verify(&bad, "e1").is_err());
+    assert_eq!(world.verify(&good, "e1"), Ok(("k1".into(), 403)));
+    assert_eq!(world.verify(&good, "e1"), Err("REPLAYED".into()));
+    // Another token for the same evaluation is a replay too, whatever its statusCode.
+    let other = ed_token(&key, &header, &claims("e1", 200));
+    assert_eq!(world.verify(&other, "e1"), Err("REPLAYED".into()));
+}
+
+#[test]
+fn algorithm_confusion_and_none_are_refused() {
+    let (world, key) = ed_world();
+    let c = claims("e", 200);
+    for alg in [
+        "none", "None", "NONE", "HS256", "HS384", "HS512", "RS256", "PS256", "ES512", "",
+    ] {
+        let header = json!({"alg": alg, "kid": "k1"});
+        let unsigned = format!("{}.", signing_input(&header, &c));
+        assert!(world.verify(&unsigned, "e").is_err(), "{alg} unsigned");
+        let signed = ed_token(&key, &header, &c);
+        assert_eq!(
+            world.verify(&signed, "e"),
+            Err("ALGORITHM_NOT_ALLOWED".into()),
+            "{alg}"
+        );
+    }
+    // An empty signature with a good header.
+    let empty = format!(
+        "{}.",
+        signing_input(&json!({"alg": "EdDSA", "kid": "k1"}), &c)
+    );
+    assert_eq!(world.verify(&empty, "e"), Err("MALFORMED_TOKEN".into()));
+    // HMAC with the public key as the secret: refused on the header alone.
+    let header = json!({"alg": "HS256", "kid": "k1"});
+    let forged = format!("{}.{}", signing_input(&header, &c), b64(&[0u8; 32]));
+    assert_eq!(
+        world.verify(&forged, "e"),
+        Err("ALGORITHM_NOT_ALLOWED".into())
+    );
+    // An allowed algorithm that does not fit the key.
+    let (p_key, p_jwk) = p256_key(3);
+    world.add("p1", &p_jwk, KeyStatus::Active);
+    let es384 = es256_token(&p_key, &json!({"alg": "ES384", "kid": "p1"}), &c);
+    assert_eq!(
+        world.verify(&es384, "e"),
+        Err("ALGORITHM_NOT_ALLOWED".into())
+    );
+    let eddsa_on_ec = ed_token(&key, &json!({"alg": "EdDSA", "kid": "p1"}), &c);
+    assert_eq!(
+        world.verify(&eddsa_on_ec, "e"),
+        Err("ALGORITHM_NOT_ALLOWED".into())
+    );
+    assert_eq!(
+        world.verify(
+            &es256_token(&p_key, &json!({"alg": "ES256", "kid": "p1"}), &c),
+            "e"
+        ),
+        Ok(("p1".into(), 200))
+    );
+}
+
+#[test]
+fn keys_in_the_header_crit_and_b64_are_refused() {
+    let (world, key) = ed_world();
+    let (_, jwk) = ed_key(7);
+    let c = claims("e", 200);
+    for (member, value) in [
+        ("jwk", jwk),
+        ("jku", json!("https://attacker.example/jwks")),
+        ("x5u", json!("https://attacker.example/cert")),
+        ("x5c", json!(["MIIB"])),
+        ("crit", json!(["exp"])),
+        ("b64", json!(false)),
+    ] {
+        let header = json!({"alg": "EdDSA", "kid": "k1", member: value});
+        assert_eq!(
+            world.verify(&ed_token(&key, &header, &c), "e"),
+            Err("MALFORMED_TOKEN".into()),
+            "{member}"
+        );
+    }
+}
+
+#[test]
+fn hostile_kids_get_the_same_answer() {
+    let (world, key) = ed_world();
+    let c = claims("e", 200);
+    for kid in [
+        json!("../../x"),
+        json!("' OR 1=1 --"),
+        json!("k".repeat(10_000)),
+        json!("unknown"),
+        json!("a/b"),
+    ] {
+        let token = ed_token(&key, &json!({"alg": "EdDSA", "kid": kid}), &c);
+        let got = world.verify(&token, "e");
+        assert!(
+            got == Err("UNKNOWN_KEY".into()) || got == Err("MALFORMED_TOKEN".into()),
+            "{kid}: {got:?}"
+        );
+    }
+    for kid in [json!(7), json!(["k1"]), Value::Null] {
+        let token = ed_token(&key, &json!({"alg": "EdDSA", "kid": kid}), &c);
+        assert_eq!(
+            world.verify(&token, "e"),
+            Err("MALFORMED_TOKEN".into()),
+            "{kid}"
+        );
+    }
+    let token = ed_token(&key, &json!({"alg": "EdDSA"}), &c);
+    assert_eq!(world.verify(&token, "e"), Err("MALFORMED_TOKEN".into()));
+}
+
+#[test]
+fn ecdsa_signatures_must_be_raw_nonzero_and_in_range() {
+    let world = World::new();
+    let (key, jwk) = p256_key(9);
+    world.add("p", &jwk, KeyStatus::Active);
+    let header = json!({"alg": "ES256", "kid": "p"});
+    let c = claims("e", 200);
+    let input = signing_input(&header, &c);
+    use p256::ecdsa::signature::Signer as _;
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    let der = sig.to_der();
+    assert_eq!(
+        world.verify(&format!("{input}.{}", b64(der.as_bytes())), "e"),
+        Err("BAD_SIGNATURE".into())
+    );
+    assert_eq!(
+        world.verify(&format!("{input}.{}", b64(&[0u8; 64])), "e"),
+        Err("BAD_SIGNATURE".into())
+    );
+    let mut r_zero = sig.to_bytes().to_vec();
+    r_zero[..32].fill(0);
+    assert_eq!(
+        world.verify(&format!("{input}.{}", b64(&r_zero)), "e"),
+        Err("BAD_SIGNATURE".into())
+    );
+    let mut s_max = sig.to_bytes().to_vec();
+    s_max[32..].fill(0xff);
+    assert_eq!(
+        world.verify(&format!("{input}.{}", b64(&s_max)), "e"),
+        Err("BAD_SIGNATURE".into())
+    );
+    let short = &sig.to_bytes()[..63];
+    assert_eq!(
+        world.verify(&format!("{input}.{}", b64(short)), "e"),
+        Err("BAD_SIGNATURE".into())
+    );
+    // The high-S twin of a good signature is still one answer to one evaluation.
+    let bytes = sig.to_bytes();
+    let (r, s) = bytes.split_at(32);
+    let s = p256::NonZeroScalar::try_from(s).expect("s");
+    let r: [u8; 32] = r.try_into().expect("r");
+    let twin = p256::ecdsa::Signature::from_scalars(p256::FieldBytes::from(r), -*s).expect("twin");
+    let good = format!("{input}.{}", b64(&bytes));
+    let twin = format!("{input}.{}", b64(&twin.to_bytes()));
+    assert_eq!(world.verify(&good, "e"), Ok(("p".into(), 200)));
+    assert_ne!(world.verify(&twin, "e"), Ok(("p".into(), 200)));
+}
+
+#[test]
+fn duplicate_members_and_non_object_claims_are_refused() {
+    let (world, key) = ed_world();
+    use ed25519_dalek::Signer as _;
+    let sign = |header: &str, payload: &str| {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+    };
+    let ok_claims = format!(r#"{{"evaluationId":"e","statusCode":200,"iat":{NOW}}}"#);
+    assert_eq!(
+        world.verify(
+            &sign(r#"{"alg":"EdDSA","kid":"k1","kid":"k2"}"#, &ok_claims),
+            "e"
+        ),
+        Err("MALFORMED_TOKEN".into())
+    );
+    assert_eq!(
+        world.verify(
+            &sign(r#"{"alg":"HS256","alg":"EdDSA","kid":"k1"}"#, &ok_claims),
+            "e"
+        ),
+        Err("MALFORMED_TOKEN".into())
+    );
+    let dup_claims =
+        format!(r#"{{"evaluationId":"x","evaluationId":"e","statusCode":200,"iat":{NOW}}}"#);
+    assert_eq!(
+        world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, &dup_claims), "e"),
+        Err("MALFORMED_TOKEN".into())
+    );
+    for payload in ["[1,2]", "\"claims\"", "42", "null", "{"] {
+        assert_eq!(
+            world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, payload), "e"),
+            Err("MALFORMED_TOKEN".into()),
+            "{payload}"
+        );
+    }
+    assert_eq!(
+        world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, &ok_claims), "e"),
+        Ok(("k1".into(), 200))
+    );
+}
+
+#[test]
+fn claims_are_checked_for_presence_type_and_time() {
+    let (world, key) = ed_world();
+    let h = json!({"alg": "EdDSA", "kid": "k1"});
+    let cases = [
+        (json!({"statusCode": 200, "iat": NOW}), "MISSING_CLAIM"),
+        (json!({"evaluationId": "e", "iat": NOW}), "MISSING_CLAIM"),
+        (
+            json!({"evaluationId": "e", "statusCode": 200}),
+            "MISSING_CLAIM",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": "200", "iat": NOW}),
+            "INVALID_CLAIM",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200.5, "iat": NOW}),
+            "INVALID_CLAIM",
+        ),
+        (
+            json!({"evaluationId": 5, "statusCode": 200, "iat": NOW}),
+            "INVALID_CLAIM",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": "now"}),
+            "INVALID_CLAIM",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW, "exp": "later"}),
+            "INVALID_CLAIM",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW + 301}),
+            "ISSUED_IN_FUTURE",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW - 301}),
+            "TOKEN_EXPIRED",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW, "exp": NOW - 300}),
+            "TOKEN_EXPIRED",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW, "nbf": NOW + 301}),
+            "ISSUED_IN_FUTURE",
+        ),
+    ];
+    for (claims, code) in cases {
+        assert_eq!(
+            world.verify(&ed_token(&key, &h, &claims), "e"),
+            Err(code.into()),
+            "{claims}"
+        );
+    }
+    // Within the skew is fine.
+    let edge = json!({"evaluationId": "e", "statusCode": 200, "iat": NOW + 299, "exp": NOW - 299, "nbf": NOW + 299});
+    assert_eq!(
+        world.verify(&ed_token(&key, &h, &edge), "e"),
+        Ok(("k1".into(), 200))
+    );
+}
+
+#[test]
+fn revoked_and_unknown_keys_are_refused() {
+    let world = World::new();
+    let (key, jwk) = ed_key(11);
+    world.add("old", &jwk, KeyStatus::Revoked);
+    let c = claims("e", 200);
+    assert_eq!(
+        world.verify(
+            &ed_token(&key, &json!({"alg": "EdDSA", "kid": "old"}), &c),
+            "e"
+        ),
+        Err("KEY_REVOKED".into())
+    );
+    assert_eq!(
+        world.verify(
+            &ed_token(&key, &json!({"alg": "EdDSA", "kid": "nope"}), &c),
+            "e"
+        ),
+        Err("UNKNOWN_KEY".into())
+    );
+    // The right kid but the wrong key's signature.
+    let (other, _) = ed_key(12);
+    world.add("mine", &ed_key(13).1, KeyStatus::Active);
+    assert_eq!(
+        world.verify(
+            &ed_token(&other, &json!({"alg": "EdDSA", "kid": "mine"}), &c),
+            "e"
+        ),
+        Err("BAD_SIGNATURE".into())
+    );
+}
+
+#[test]
+fn oversized_and_misshapen_tokens_are_cheap_refusals() {
+    let (world, _) = ed_world();
+    for token in [
+        "a".repeat(9000),
+        ".".repeat(5000),
+        "a.b.c.d.e".to_owned(),
+        "only-one-part".to_owned(),
+        "a.b".to_owned(),
+        "!!.??.##".to_owned(),
+        format!("{}.e30.AAAA", b64(&vec![b'['; 4000])),
+        String::new(),
+    ] {
+        assert_eq!(
+            world.verify(&token, "e"),
+            Err("MALFORMED_TOKEN".into()),
+            "{}",
+            &token[..token.len().min(40)]
+        );
+    }
+}
