@@ -45,7 +45,7 @@ fn every_operation_is_named_tagged_and_secured() {
             }
         }
     }
-    assert_eq!(operations, 4);
+    assert_eq!(operations, 5);
     assert_eq!(
         spec["components"]["securitySchemes"]["AdminAuth"]["scheme"],
         "bearer"
