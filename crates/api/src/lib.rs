@@ -78,8 +78,8 @@ pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
         )
         .at("/healthz", get(ops::healthz))
         .at("/readyz", get(ops::readyz))
-        .data(state)
-        .data(BodyLimit(settings.max_body_bytes))
         .with(CatchPanic::new().with_handler(|_| ApiError::internal()))
         .around(middleware::envelope)
+        .data(state)
+        .data(BodyLimit(settings.max_body_bytes))
 }

@@ -28,12 +28,31 @@ fn is_json(resp: &Response) -> bool {
         .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
+/// Reads a body whose declared length is within the limit before routing, so that a
+/// request refused early (401, 403, 404, ...) still leaves its connection clean for
+/// the client's next request. Larger or undeclared bodies are left to the handler,
+/// which enforces the limit.
+async fn buffer_declared_body(req: &mut Request) {
+    let limit = req.data::<crate::BodyLimit>().map_or(65_536, |l| l.0);
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|len| *len > 0 && *len <= limit) {
+        let body = req.take_body();
+        match body.into_bytes_limit(len).await {
+            Ok(bytes) => req.set_body(bytes),
+            Err(_) => req.set_body(poem::Body::empty()),
+        }
+    }
+}
+
 pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = request_id_of(&req);
     req.set_data(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    buffer_declared_body(&mut req).await;
 
     let mut resp = match ep.call(req).await {
         Ok(resp) => resp.into_response(),

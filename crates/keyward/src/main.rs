@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod jwks;
 mod serve;
 
 use std::process::ExitCode;

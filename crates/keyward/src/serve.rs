@@ -12,6 +12,7 @@ use poem::Server;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
+use crate::jwks::{FetchConfig, JwksFetcher};
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -40,11 +41,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if !policy.insecure_jwks_hosts.hosts().is_empty() {
         tracing::warn!(hosts = ?policy.insecure_jwks_hosts.hosts(), "insecure jwksUri hosts allowed: development and tests only");
     }
-    let keys = Arc::new(KeyService::new(repository.clone(), crate::clock(), policy));
-    let state = AppState {
-        keys: keys.clone(),
-        readiness: repository,
-    };
+
     let settings = HttpSettings {
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
     };
@@ -52,6 +49,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let fetcher = JwksFetcher::new(
+        FetchConfig::default(),
+        policy.insecure_jwks_hosts.clone(),
+        runtime.handle().clone(),
+    )?;
+    let keys = Arc::new(
+        KeyService::new(repository.clone(), crate::clock(), policy)
+            .with_jwks_source(Arc::new(fetcher)),
+    );
+    let state = AppState {
+        keys: keys.clone(),
+        readiness: repository,
+    };
     runtime.block_on(async move {
         tokio::spawn(purge_replay_records(keys));
         let listener = TcpListener::bind(args.listen);

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use keyward_persistence::testing::TestDb;
 use serde_json::{json, Map, Value};
 
@@ -296,7 +298,16 @@ fn run_contract(db: &str) {
         .last()
         .expect("token line")
         .to_owned();
-    let server = start(db, &["--max-active-keys", "3"]);
+    let jwks_server = serve_jwks(&[(1, "remote-1")]);
+    let server = start(
+        db,
+        &[
+            "--max-active-keys",
+            "3",
+            "--allow-insecure-jwks-host",
+            "127.0.0.1",
+        ],
+    );
     let mut c = Checker {
         spec: spec(),
         agent: ureq::Agent::config_builder()
@@ -321,8 +332,9 @@ fn run_contract(db: &str) {
         created.header("location"),
         Some("/api/policy/v1/enterprises/acme/webhooks/keys/my-key-v1")
     );
-    let uri = json!({"jwksUri": "https://example.com/.well-known/jwks.json", "keyId": "remote-1"})
-        .to_string();
+    let uri =
+        json!({"jwksUri": format!("{jwks_server}/.well-known/jwks.json"), "keyId": "remote-1"})
+            .to_string();
     c.send("POST", keys_t, &keys, a, Some(&uri), 201);
     c.send("POST", keys_t, &keys, a, Some(&v1), 400);
     let same_key = json!({"jwks": {"keys": [ed25519_jwk(0)]}, "keyId": "other"}).to_string();
@@ -379,6 +391,79 @@ fn run_contract(db: &str) {
     c.send("GET", key_t, &format!("{keys}/my-key-v1"), None, None, 401);
     c.send("GET", key_t, &format!("{keys}/my-key-v1"), m, None, 403);
 
+    // Verify: inline and jwksUri keys, replay, tampering, authorization.
+    const VERIFY: &str = "/api/policy/v1/enterprises/{enterpriseId}/webhooks/responses/verify";
+    let verify_t = Some(VERIFY);
+    let verify = format!("{BASE}/enterprises/acme/webhooks/responses/verify");
+    let body = |token: &str, evaluation: &str| {
+        json!({"token": token, "evaluationId": evaluation}).to_string()
+    };
+    let t1 = sign(0, "my-key-v1", "eval-1", 200);
+    let ok = c.send(
+        "POST",
+        verify_t,
+        &verify,
+        a,
+        Some(&body(&t1, "eval-1")),
+        200,
+    );
+    assert_eq!(
+        ok.body,
+        json!({"valid": true, "keyId": "my-key-v1", "statusCode": 200, "approved": true})
+    );
+    let replay = c.send(
+        "POST",
+        verify_t,
+        &verify,
+        a,
+        Some(&body(&t1, "eval-1")),
+        200,
+    );
+    assert_eq!(replay.body["reason"], "REPLAYED");
+    let remote = c.send(
+        "POST",
+        verify_t,
+        &verify,
+        a,
+        Some(&body(&sign(1, "remote-1", "eval-2", 403), "eval-2")),
+        200,
+    );
+    assert_eq!(
+        remote.body,
+        json!({"valid": true, "keyId": "remote-1", "statusCode": 403, "approved": false})
+    );
+    let mut tampered = sign(0, "my-key-v1", "eval-3", 200);
+    tampered.pop();
+    tampered.push('x');
+    let bad = c.send(
+        "POST",
+        verify_t,
+        &verify,
+        a,
+        Some(&body(&tampered, "eval-3")),
+        200,
+    );
+    assert_eq!(bad.body["valid"], false);
+    c.send("POST", verify_t, &verify, a, Some(r#"{"token": 1}"#), 400);
+    c.send(
+        "POST",
+        verify_t,
+        &verify,
+        None,
+        Some(&body(&t1, "eval-1")),
+        401,
+    );
+    c.send(
+        "POST",
+        verify_t,
+        &verify,
+        m,
+        Some(&body(&t1, "eval-1")),
+        403,
+    );
+    let got = c.send("GET", key_t, &format!("{keys}/my-key-v1"), a, None, 200);
+    assert!(got.body["lastVerifiedDate"].is_string());
+
     // Revoke.
     c.send("DELETE", key_t, &format!("{keys}/my-key-v1"), a, None, 200);
     c.send("DELETE", key_t, &format!("{keys}/my-key-v1"), a, None, 409);
@@ -404,6 +489,11 @@ fn run_contract(db: &str) {
     );
     c.send("GET", None, "/readyz", None, None, 200);
 
+    let admin2 = cli(db, &["admin", "token", "issue", "alice@acme.test"])
+        .lines()
+        .last()
+        .expect("token line")
+        .to_owned();
     // The token can be revoked by its prefix, and then it no longer works.
     let id = admin.split('_').take(2).collect::<Vec<_>>().join("_");
     cli(db, &["admin", "token", "revoke", &id]);
@@ -431,16 +521,89 @@ fn run_contract(db: &str) {
     );
     assert!(!audit.contains(&admin));
 
+    // A revoked key verifies nothing.
+    let after = sign(0, "my-key-v1", "eval-9", 200);
+    let revoked = c.send(
+        "POST",
+        verify_t,
+        &verify,
+        Some(&admin2),
+        Some(&body(&after, "eval-9")),
+        200,
+    );
+    assert_eq!(revoked.body["reason"], "KEY_REVOKED");
+
     // Every documented operation was exercised with at least its success status.
     for op in [
         "POST {t} 201",
         "GET {t} 200",
         "GET {k} 200",
         "DELETE {k} 200",
+        "POST {v} 200",
     ] {
-        let op = op.replace("{t}", KEYS).replace("{k}", KEY);
+        let op = op
+            .replace("{t}", KEYS)
+            .replace("{k}", KEY)
+            .replace("{v}", VERIFY);
         assert!(c.checked.contains(&op), "{op} not exercised");
     }
+}
+
+/// The Ed25519 secret behind `ed25519_jwk(seed)`.
+fn secret(seed: u8) -> ed25519_dalek::SigningKey {
+    let bytes = match seed {
+        0 => {
+            let d = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"; // RFC 8037 appendix A.1
+            let raw = URL_SAFE_NO_PAD.decode(d).expect("d");
+            <[u8; 32]>::try_from(raw.as_slice()).expect("32 bytes")
+        }
+        n => [n; 32],
+    };
+    ed25519_dalek::SigningKey::from_bytes(&bytes)
+}
+
+/// A compact JWS answering `evaluation` with `status`, signed now.
+fn sign(seed: u8, kid: &str, evaluation: &str, status: i64) -> String {
+    use ed25519_dalek::Signer as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "kid": kid}).to_string());
+    let claims = URL_SAFE_NO_PAD
+        .encode(json!({"evaluationId": evaluation, "statusCode": status, "iat": now}).to_string());
+    let input = format!("{header}.{claims}");
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(secret(seed).sign(input.as_bytes()).to_bytes())
+    )
+}
+
+/// A loopback JWKS server holding the public keys of `keys` (seed, kid); answers until
+/// the test process ends.
+fn serve_jwks(keys: &[(u8, &str)]) -> String {
+    use std::io::{Read, Write};
+    let set: Vec<Value> = keys
+        .iter()
+        .map(|(seed, kid)| with_kid(ed25519_jwk(*seed), kid))
+        .collect();
+    let body = json!({ "keys": set }).to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    base
 }
 
 fn with_kid(mut jwk: Value, kid: &str) -> Value {
@@ -462,6 +625,89 @@ fn contract_on_sqlite() {
 fn contract_on_postgres() {
     let Some(db) = TestDb::postgres() else { return };
     run_contract(&db.url_string());
+}
+
+/// Two `keyward serve` processes on one database: an evaluation verifies once across
+/// both, and a revocation answered by one is honoured by the other at once.
+fn run_two_processes(db: &str) {
+    cli(db, &["admin", "enterprise", "create", "acme"]);
+    cli(db, &["admin", "user", "create", "alice@acme.test"]);
+    cli(
+        db,
+        &[
+            "admin",
+            "member",
+            "add",
+            "acme",
+            "alice@acme.test",
+            "--role",
+            "admin",
+        ],
+    );
+    let token = cli(db, &["admin", "token", "issue", "alice@acme.test"])
+        .lines()
+        .last()
+        .expect("token")
+        .to_owned();
+    let (one, two) = (start(db, &[]), start(db, &[]));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |server: &Server, path: &str, body: &str| -> (u16, Value) {
+        let mut resp = agent
+            .post(&format!("{}{BASE}/enterprises/acme/{path}", server.base))
+            .header("authorization", &format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+    };
+    let key = json!({"jwks": {"keys": [ed25519_jwk(1)]}, "keyId": "shared"}).to_string();
+    assert_eq!(post(&one, "webhooks/keys", &key).0, 201);
+    let verify = |server: &Server, evaluation: &str| {
+        let body = json!({"token": sign(1, "shared", evaluation, 200), "evaluationId": evaluation})
+            .to_string();
+        post(server, "webhooks/responses/verify", &body).1
+    };
+    for i in 0..10 {
+        let evaluation = format!("eval-{i}");
+        let (first, second) = if i % 2 == 0 {
+            (&one, &two)
+        } else {
+            (&two, &one)
+        };
+        assert_eq!(verify(first, &evaluation)["valid"], true);
+        assert_eq!(verify(second, &evaluation)["reason"], "REPLAYED");
+    }
+    let mut resp = agent
+        .delete(&format!(
+            "{}{BASE}/enterprises/acme/webhooks/keys/shared",
+            one.base
+        ))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("revoke");
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{:?}",
+        resp.body_mut().read_to_string()
+    );
+    assert_eq!(verify(&two, "after-revoke")["reason"], "KEY_REVOKED");
+}
+
+#[test]
+fn two_processes_on_sqlite() {
+    let db = TestDb::sqlite();
+    run_two_processes(&db.url_string());
+}
+
+#[test]
+fn two_processes_on_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    run_two_processes(&db.url_string());
 }
 
 #[test]
