@@ -5,6 +5,8 @@
 //! - `contract-test`      run the real binary against the committed document
 //! - `test`               everything CI runs: fmt, clippy, layering, tests on SQLite and
 //!   PostgreSQL, the document check and the contract test
+//! - `fuzz TARGET [--seconds N]`  a bounded coverage-guided run of a fuzz target
+//!   (`token_parser`, `jwk_validator`, `register_body`), seeded from `fuzz/corpus`
 //! - `bench`              the benchmark suite (not built yet)
 
 use std::env;
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Some("migrate") => migrate(),
         Some("contract-test") => contract_test(),
         Some("test") => test(),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => Err("the benchmark suite is not built yet".into()),
         _ => Err(
             "usage: cargo xtask <openapi [--check] | migrate | contract-test | test | bench>"
@@ -92,6 +95,46 @@ fn openapi(check: bool) -> Result {
     std::fs::write(&path, generated).map_err(|e| format!("write {}: {e}", path.display()))?;
     eprintln!("xtask: wrote openapi/openapi.json");
     Ok(())
+}
+
+/// Runs a fuzz target for a bounded time. New inputs go to `target/fuzz-corpus`; the
+/// committed seeds in `fuzz/corpus` are only read. cargo-fuzz is installed if missing;
+/// on a stable toolchain the sanitizer flags are enabled with RUSTC_BOOTSTRAP.
+fn fuzz(args: &[String]) -> Result {
+    let target = args
+        .first()
+        .ok_or("usage: cargo xtask fuzz TARGET [--seconds N]")?;
+    let seconds = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or("--seconds takes a number")?,
+        None => 60,
+    };
+    let has_cargo_fuzz = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        let mut install = cargo();
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        run(install, "install cargo-fuzz")?;
+    }
+    let work = root().join("target/fuzz-corpus").join(target);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let seeds = root().join("fuzz/corpus").join(target);
+    let mut cmd = cargo();
+    cmd.current_dir(root().join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .arg("fuzz")
+        .arg("run")
+        .arg(target)
+        .arg(&work)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-rss_limit_mb=2048");
+    run(cmd, &format!("fuzz {target} for {seconds} s"))
 }
 
 fn migrate() -> Result {

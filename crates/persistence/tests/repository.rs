@@ -296,20 +296,51 @@ mod replay {
     fn check(db: TestDb) {
         let repo = db.repository();
         let acme = enterprise(&repo, "acme");
-        assert!(matches!(repo.insert_key(&new_key(&acme, "k", "T"), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        assert!(matches!(
+            repo.insert_key(&new_key(&acme, "k", "T"), 20, &audit()),
+            Ok(InsertOutcome::Inserted(_))
+        ));
         let t = Timestamp::from_millis;
-        assert_eq!(repo.record_verification(&acme, "e1", "k", t(1_000), t(5_000)), Ok(RecordOutcome::Recorded));
-        assert_eq!(repo.record_verification(&acme, "e1", "k", t(1_500), t(5_500)), Ok(RecordOutcome::Replayed));
-        assert_eq!(repo.record_verification(&acme, "e2", "k", t(2_000), t(9_000)), Ok(RecordOutcome::Recorded));
-        assert_eq!(repo.get_key(&acme, "k").expect("get").expect("key").last_verified_at, Some(t(1_000)), "stamped at most once a minute");
+        assert_eq!(
+            repo.record_verification(&acme, "e1", "k", t(1_000), t(5_000)),
+            Ok(RecordOutcome::Recorded)
+        );
+        assert_eq!(
+            repo.record_verification(&acme, "e1", "k", t(1_500), t(5_500)),
+            Ok(RecordOutcome::Replayed)
+        );
+        assert_eq!(
+            repo.record_verification(&acme, "e2", "k", t(2_000), t(9_000)),
+            Ok(RecordOutcome::Recorded)
+        );
+        assert_eq!(
+            repo.get_key(&acme, "k")
+                .expect("get")
+                .expect("key")
+                .last_verified_at,
+            Some(t(1_000)),
+            "stamped at most once a minute"
+        );
         // Purging removes only what expired.
         assert_eq!(repo.purge_replay_records(t(6_000)), Ok(1));
-        assert_eq!(repo.record_verification(&acme, "e2", "k", t(6_000), t(9_000)), Ok(RecordOutcome::Replayed));
+        assert_eq!(
+            repo.record_verification(&acme, "e2", "k", t(6_000), t(9_000)),
+            Ok(RecordOutcome::Replayed)
+        );
         // A revoked key records nothing.
         let k = KeyId::parse("k").expect("id");
-        assert!(matches!(repo.revoke_key(&acme, &k, t(7_000), &audit()), Ok(RevokeOutcome::Revoked(_))));
-        assert_eq!(repo.record_verification(&acme, "e3", "k", t(8_000), t(9_000)), Ok(RecordOutcome::KeyRevoked));
-        assert_eq!(repo.record_verification(&acme, "e3", "missing", t(8_000), t(9_000)), Ok(RecordOutcome::KeyRevoked));
+        assert!(matches!(
+            repo.revoke_key(&acme, &k, t(7_000), &audit()),
+            Ok(RevokeOutcome::Revoked(_))
+        ));
+        assert_eq!(
+            repo.record_verification(&acme, "e3", "k", t(8_000), t(9_000)),
+            Ok(RecordOutcome::KeyRevoked)
+        );
+        assert_eq!(
+            repo.record_verification(&acme, "e3", "missing", t(8_000), t(9_000)),
+            Ok(RecordOutcome::KeyRevoked)
+        );
     }
 
     #[test]
