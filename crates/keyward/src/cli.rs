@@ -25,6 +25,28 @@ pub enum Command {
     Admin(AdminArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Make a signing key pair: the private JWK goes to FILE (mode 0600), the public
+    /// JWKS to stdout, ready for the register request.
+    Keygen {
+        #[arg(long, value_enum)]
+        alg: crate::tools::Alg,
+        #[arg(long)]
+        kid: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Sign a webhook response with a key file from `keygen`; prints the compact JWS.
+    Sign {
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        evaluation_id: String,
+        #[arg(long, allow_negative_numbers = true)]
+        status_code: i64,
+        /// Seconds until the token expires (sets `exp`).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// Print the OpenAPI document.
     #[command(hide = true)]
     Openapi,

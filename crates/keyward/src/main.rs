@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod jwks;
 mod serve;
+mod tools;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,6 +69,15 @@ fn main() -> ExitCode {
                 println!("migrations applied");
             })
         }
+        Command::Keygen { alg, kid, out } => {
+            tools::keygen(alg, &kid, &out).map(|public| println!("{public}"))
+        }
+        Command::Sign {
+            key,
+            evaluation_id,
+            status_code,
+            ttl,
+        } => tools::sign(&key, &evaluation_id, status_code, ttl).map(|token| println!("{token}")),
         Command::Openapi => {
             print!("{}", keyward_api::openapi_json());
             Ok(())
