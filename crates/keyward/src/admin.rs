@@ -12,7 +12,7 @@ use crate::cli::{
 
 pub fn run(args: AdminArgs) -> Result<(), String> {
     let repository = crate::open_database(
-        &args.database.database_url,
+        args.database.url(),
         PoolOptions {
             max_size: 2,
             ..PoolOptions::default()

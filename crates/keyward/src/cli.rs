@@ -54,21 +54,34 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
-    /// sqlite://PATH, a file path (SQLite), or postgres://...
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://keyward.db",
-        global = true
-    )]
-    pub database_url: String,
+    /// sqlite://PATH, a file path (SQLite), or postgres://... [default: sqlite://keyward.db]
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
 }
 
+/// The database used when none is named.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward.db";
+
+impl DatabaseArgs {
+    pub fn url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+}
+
+/// `keyward serve` settings. Each is a flag, an environment variable and a key of the
+/// `--config` TOML file; flags win over the environment, which wins over the file, which
+/// wins over the defaults (see `config.rs`).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// A TOML file of settings (keys as the flags, with '_' for '-').
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KEYWARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Let a jwksUri use plain http and this host even when it resolves to an internal
@@ -79,18 +92,21 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_insecure_jwks_hosts: Vec<String>,
-    /// Most active keys an enterprise may hold.
-    #[arg(long, env = "KEYWARD_MAX_ACTIVE_KEYS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub max_active_keys: u32,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
-    pub max_body_bytes: u64,
-    /// Allowed clock skew for signed responses, in seconds.
-    #[arg(long, env = "KEYWARD_CLOCK_SKEW", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub clock_skew: u64,
-    /// Database connections in the pool.
-    #[arg(long, env = "KEYWARD_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub db_pool_size: u32,
+    /// Most active keys an enterprise may hold, 1-10000 [default: 20]
+    #[arg(long, env = "KEYWARD_MAX_ACTIVE_KEYS")]
+    pub max_active_keys: Option<u32>,
+    /// Largest request body accepted, in bytes, 1024-16777216 [default: 65536]
+    #[arg(long, env = "KEYWARD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Allowed clock skew for signed responses, in seconds, 0-3600 [default: 300]
+    #[arg(long, env = "KEYWARD_CLOCK_SKEW")]
+    pub clock_skew: Option<u64>,
+    /// Database connections in the pool, 1-256 [default: 16]
+    #[arg(long, env = "KEYWARD_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 #[derive(Args, Debug)]

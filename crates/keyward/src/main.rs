@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod config;
 mod jwks;
 mod serve;
 mod tools;
@@ -64,11 +65,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Admin(args) => admin::run(args),
-        Command::Migrate(args) => {
-            open_database(&args.database_url, PoolOptions::default()).map(|_| {
-                println!("migrations applied");
-            })
-        }
+        Command::Migrate(args) => open_database(args.url(), PoolOptions::default()).map(|_| {
+            println!("migrations applied");
+        }),
         Command::Keygen { alg, kid, out } => {
             tools::keygen(alg, &kid, &out).map(|public| println!("{public}"))
         }

@@ -12,21 +12,31 @@ use poem::Server;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
+use crate::config::{LogFormat, Settings};
 use crate::jwks::{FetchConfig, JwksFetcher};
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let settings = Settings::resolve(&args)?;
+    if args.print_config {
+        print!("{settings}");
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    let args = settings;
     let repository = crate::open_database(
-        &args.database.database_url,
+        &args.database_url,
         PoolOptions {
             max_size: args.db_pool_size,
             ..PoolOptions::default()

@@ -711,6 +711,88 @@ fn two_processes_on_postgres() {
 }
 
 #[test]
+fn configuration_precedence_is_flags_env_file_defaults() {
+    let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("keyward.toml");
+    std::fs::write(
+        &file,
+        "max_active_keys = 5\nclock_skew = 60\nlisten = \"127.0.0.1:9999\"\ndatabase_url = \"postgres://kw:hunter2@db.internal/keyward\"\nallow_insecure_jwks_hosts = [\"jwks.test\"]\nlog_format = \"json\"\n",
+    )
+    .expect("write");
+    let print = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--print-config"])
+            .args(args)
+            .env_remove("DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let defaults = print(&[], &[]);
+    assert!(
+        defaults.contains("max_active_keys = 20")
+            && defaults.contains("listen = \"127.0.0.1:8080\""),
+        "{defaults}"
+    );
+    let path = file.to_str().expect("path");
+    let from_file = print(&["--config", path], &[]);
+    assert!(
+        from_file.contains("max_active_keys = 5") && from_file.contains("clock_skew = 60"),
+        "{from_file}"
+    );
+    assert!(
+        from_file.contains("log_format = \"json\"") && from_file.contains("\"jwks.test\""),
+        "{from_file}"
+    );
+    assert!(
+        !from_file.contains("hunter2") && from_file.contains("kw:***@"),
+        "secrets are redacted: {from_file}"
+    );
+    let env_over_file = print(&["--config", path], &[("KEYWARD_MAX_ACTIVE_KEYS", "7")]);
+    assert!(
+        env_over_file.contains("max_active_keys = 7") && env_over_file.contains("clock_skew = 60"),
+        "{env_over_file}"
+    );
+    let flag_over_env = print(
+        &["--config", path, "--max-active-keys", "9"],
+        &[("KEYWARD_MAX_ACTIVE_KEYS", "7")],
+    );
+    assert!(
+        flag_over_env.contains("max_active_keys = 9"),
+        "{flag_over_env}"
+    );
+    let via_env_file = print(&[], &[("KEYWARD_CONFIG", path)]);
+    assert!(
+        via_env_file.contains("max_active_keys = 5"),
+        "{via_env_file}"
+    );
+    for (content, expect) in [
+        ("bogus = 1\n", "unknown field"),
+        ("max_active_keys = \"lots\"\n", "invalid type"),
+        ("max_active_keys = 0\n", "out of range"),
+    ] {
+        std::fs::write(&file, content).expect("write");
+        let out = Command::new(BIN)
+            .args(["serve", "--config", path])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn cli_errors_are_one_line_and_fail() {
     let dir = std::env::temp_dir().join(format!("keyward-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
