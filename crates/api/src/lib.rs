@@ -22,7 +22,7 @@ use poem_openapi::OpenApiService;
 pub use body::BodyLimit;
 pub use error::{ApiError, ErrorBody};
 pub use keys::KeysApi;
-pub use state::{AppState, RequestId};
+pub use state::{AppState, MetricsRenderer, RequestId};
 
 /// Where the API lives.
 pub const BASE_PATH: &str = "/api/policy/v1";
@@ -59,7 +59,8 @@ impl Default for HttpSettings {
 }
 
 /// The whole service: the API, its document at `/openapi.json`, interactive docs at
-/// `/docs` (assets bundled, no internet needed), and `/healthz` and `/readyz`.
+/// `/docs` (assets bundled, no internet needed), and the operational `/healthz`,
+/// `/readyz` and `/metrics`, which are not part of the API document.
 pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
     let api = api_service();
     let spec = Arc::new(openapi_json());
@@ -78,6 +79,7 @@ pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
         )
         .at("/healthz", get(ops::healthz))
         .at("/readyz", get(ops::readyz))
+        .at("/metrics", get(ops::metrics))
         .with(CatchPanic::new().with_handler(|_| ApiError::internal()))
         .around(middleware::envelope)
         .data(state)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use poem::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use crate::error::framework_error;
+use crate::error::{framework_error, ApiError};
 use crate::state::RequestId;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -28,22 +28,34 @@ fn is_json(resp: &Response) -> bool {
         .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
-/// Reads a body whose declared length is within the limit before routing, so that a
-/// request refused early (401, 403, 404, ...) still leaves its connection clean for
-/// the client's next request. Larger or undeclared bodies are left to the handler,
-/// which enforces the limit.
-async fn buffer_declared_body(req: &mut Request) {
+/// Reads a request body within the limit before routing, so that a request refused
+/// early (401, 403, 404, 405, ...) still leaves its connection clean for the client's
+/// next request. A body declared larger than the limit is left to the handler, which
+/// answers 413; a chunked body that turns out larger is answered 413 here, and the
+/// connection is then closed.
+async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
     let limit = req.data::<crate::BodyLimit>().map_or(65_536, |l| l.0);
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(len) = declared.filter(|len| *len > 0 && *len <= limit) {
-        let body = req.take_body();
-        match body.into_bytes_limit(len).await {
-            Ok(bytes) => req.set_body(bytes),
-            Err(_) => req.set_body(poem::Body::empty()),
+    let chunked = req
+        .headers()
+        .contains_key(poem::http::header::TRANSFER_ENCODING);
+    let read_up_to = match declared {
+        Some(0) => return Ok(()),
+        Some(len) if len <= limit => len,
+        Some(_) => return Ok(()),
+        None if chunked => limit,
+        None => return Ok(()),
+    };
+    match req.take_body().into_bytes_limit(read_up_to).await {
+        Ok(bytes) => req.set_body(bytes),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return Err(crate::error::payload_too_large(Some(limit)))
         }
+        Err(_) => req.set_body(poem::Body::empty()),
     }
+    Ok(())
 }
 
 pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
@@ -52,20 +64,30 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
     req.set_data(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    buffer_declared_body(&mut req).await;
+    let early = buffer_body(&mut req).await;
 
-    let mut resp = match ep.call(req).await {
-        Ok(resp) => resp.into_response(),
-        Err(err) => {
-            let status = err.status();
-            let detail = err.to_string();
-            let resp = err.into_response();
-            if is_json(&resp) {
-                resp
-            } else {
-                framework_error(status, &detail).into_response()
-            }
+    let mut resp = match early {
+        Err(too_large) => {
+            let mut resp = too_large.into_response();
+            resp.headers_mut().insert(
+                poem::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            resp
         }
+        Ok(()) => match ep.call(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(err) => {
+                let status = err.status();
+                let detail = err.to_string();
+                let resp = err.into_response();
+                if is_json(&resp) {
+                    resp
+                } else {
+                    framework_error(status, &detail).into_response()
+                }
+            }
+        },
     };
     let status = resp.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
@@ -82,13 +104,77 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
     if path.starts_with(crate::BASE_PATH) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    let route = route_template(&path);
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!(
+        "keyward_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("keyward_http_request_duration_seconds", "method" => method.to_string(), "route" => route)
+        .record(elapsed);
     tracing::info!(
         request_id = %request_id,
         method = %method,
         path = %path,
+        route = route,
         status = status.as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed * 1000.0,
         "request"
     );
     Ok(resp)
+}
+
+/// The route template of a path, so metrics have one series per route rather than one
+/// per key or enterprise.
+pub fn route_template(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix(crate::BASE_PATH) else {
+        return match path {
+            "/healthz" => "/healthz",
+            "/readyz" => "/readyz",
+            "/metrics" => "/metrics",
+            "/openapi.json" => "/openapi.json",
+            p if p == "/docs" || p.starts_with("/docs/") => "/docs",
+            _ => "unmatched",
+        };
+    };
+    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["enterprises", _, "webhooks", "keys"] => {
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys"
+        }
+        ["enterprises", _, "webhooks", "keys", _] => {
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys/:keyId"
+        }
+        ["enterprises", _, "webhooks", "responses", "verify"] => {
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/responses/verify"
+        }
+        _ => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn routes_collapse_to_templates() {
+        assert_eq!(
+            route_template("/api/policy/v1/enterprises/acme/webhooks/keys"),
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys"
+        );
+        assert_eq!(
+            route_template("/api/policy/v1/enterprises/acme/webhooks/keys/k%40x"),
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys/:keyId"
+        );
+        assert_eq!(
+            route_template("/api/policy/v1/enterprises/a/webhooks/responses/verify"),
+            "/api/policy/v1/enterprises/:enterpriseId/webhooks/responses/verify"
+        );
+        assert_eq!(route_template("/docs/swagger-ui.css"), "/docs");
+        assert_eq!(route_template("/random/path/123"), "unmatched");
+        assert_eq!(route_template("/api/policy/v1/x"), "unmatched");
+    }
 }

@@ -1,4 +1,5 @@
-//! Operational endpoints, outside the public API document: liveness and readiness.
+//! Operational endpoints, outside the public API document: liveness, readiness and
+//! Prometheus metrics.
 
 use poem::handler;
 use poem::web::{Data, Json};
@@ -36,4 +37,21 @@ pub async fn readyz(state: Data<&AppState>) -> Response {
             .into_response()
         }
     }
+}
+
+/// Prometheus text exposition.
+#[handler]
+pub fn metrics(state: Data<&AppState>) -> Response {
+    let Some(render) = state.metrics.as_ref() else {
+        return crate::error::framework_error(poem::http::StatusCode::NOT_FOUND, "")
+            .into_response();
+    };
+    if let Some((in_use, idle)) = state.readiness.connections() {
+        ::metrics::gauge!("keyward_db_pool_connections", "state" => "in_use")
+            .set(f64::from(in_use));
+        ::metrics::gauge!("keyward_db_pool_connections", "state" => "idle").set(f64::from(idle));
+    }
+    render()
+        .with_content_type("text/plain; version=0.0.4")
+        .into_response()
 }

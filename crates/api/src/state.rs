@@ -5,11 +5,16 @@ use std::sync::Arc;
 use keyward_domain::ports::ReadinessProbe;
 use keyward_domain::{DomainError, KeyService};
 
+/// Renders the Prometheus text exposition of every metric.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Handed to every request through `Data`.
 #[derive(Clone)]
 pub struct AppState {
     pub keys: Arc<KeyService>,
     pub readiness: Arc<dyn ReadinessProbe>,
+    /// `None` when no metrics recorder is installed (`/metrics` then answers 404).
+    pub metrics: Option<MetricsRenderer>,
 }
 
 /// Runs blocking work (Diesel calls) on the blocking pool, never on the async workers.

@@ -185,6 +185,14 @@ impl VerifyApi {
         let body = body.bytes()?.to_vec();
         let keys = state.keys.clone();
         let verification = blocking(move || keys.verify_body(&admin, &body)).await?;
+        let outcome = match &verification {
+            Verification::Valid { .. } => "VALID",
+            Verification::Invalid(rejection) => rejection.code(),
+        };
+        metrics::counter!("keyward_verifications_total", "outcome" => outcome).increment(1);
+        if matches!(verification, Verification::Valid { .. }) {
+            metrics::counter!("keyward_replay_records_written_total").increment(1);
+        }
         Ok(VerifyResponse::Ok(Json(VerifyResult::from(verification))))
     }
 }

@@ -128,6 +128,11 @@ pub trait AdminStore: Send + Sync {
 /// Whether the store can serve requests now: reachable, with its schema current.
 pub trait ReadinessProbe: Send + Sync {
     fn ready(&self) -> Result<bool, StoreError>;
+
+    /// Connections in use and idle, for monitoring.
+    fn connections(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// The result of recording a successful verification.

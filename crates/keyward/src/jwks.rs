@@ -177,7 +177,10 @@ impl JwksFetcher {
             }
         }
         slot.last_attempt = Some(now);
-        match self.fetch(uri).await {
+        let fetched = self.fetch(uri).await;
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!("keyward_jwks_fetches_total", "outcome" => outcome).increment(1);
+        match fetched {
             Ok(set) => {
                 let result = set
                     .keys

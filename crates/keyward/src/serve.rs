@@ -71,6 +71,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let state = AppState {
         keys: keys.clone(),
         readiness: repository,
+        metrics: Some(install_metrics()?),
     };
     runtime.block_on(async move {
         tokio::spawn(purge_replay_records(keys));
@@ -89,6 +90,26 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Installs the Prometheus recorder and returns what renders `/metrics`.
+fn install_metrics() -> Result<keyward_api::MetricsRenderer, String> {
+    const LATENCY_BUCKETS: [f64; 12] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    ];
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .map_err(|e| format!("cannot set up metrics: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("cannot set up metrics: {e}"))?;
+    metrics::gauge!("keyward_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for name in [
+        "keyward_replay_records_written_total",
+        "keyward_replay_records_purged_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    Ok(Arc::new(move || handle.render()))
+}
+
 /// Deletes expired replay records once a minute, off the request path.
 async fn purge_replay_records(keys: Arc<KeyService>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -97,7 +118,10 @@ async fn purge_replay_records(keys: Arc<KeyService>) {
         let keys = keys.clone();
         match tokio::task::spawn_blocking(move || keys.purge_replay_records()).await {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(purged = n, "expired replay records purged"),
+            Ok(Ok(n)) => {
+                metrics::counter!("keyward_replay_records_purged_total").increment(n);
+                tracing::debug!(purged = n, "expired replay records purged");
+            }
             Ok(Err(err)) => tracing::warn!(error = %err, "replay record purge failed; will retry"),
             Err(err) => tracing::warn!(error = %err, "replay record purge task failed"),
         }

@@ -521,6 +521,57 @@ fn run_contract(db: &str) {
     );
     assert!(!audit.contains(&admin));
 
+    // The metrics moved with the scenario.
+    let metrics = scrape(&server.base);
+    let route = "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys";
+    assert!(
+        metric(
+            &metrics,
+            "keyward_http_requests_total",
+            &[("route", route), ("status", "201"), ("method", "POST")]
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "keyward_http_requests_total",
+            &[("route", route), ("status", "401")]
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "keyward_http_request_duration_seconds_count",
+            &[("route", route)]
+        ) >= 5.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "keyward_verifications_total",
+            &[("outcome", "VALID")]
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "keyward_verifications_total",
+            &[("outcome", "REPLAYED")]
+        ) >= 1.0
+    );
+    assert!(metric(&metrics, "keyward_jwks_fetches_total", &[("outcome", "ok")]) >= 1.0);
+    assert!(metric(&metrics, "keyward_replay_records_written_total", &[]) >= 2.0);
+    assert!(metric(&metrics, "keyward_build_info", &[]) == 1.0);
+    assert!(metrics
+        .iter()
+        .any(|s| s.metric == "keyward_db_pool_connections"));
+    assert!(
+        !metrics
+            .iter()
+            .any(|s| s.labels.values().any(|v| v.contains("acme"))),
+        "no per-enterprise series"
+    );
+
     // A revoked key verifies nothing.
     let after = sign(0, "my-key-v1", "eval-9", 200);
     let revoked = c.send(
@@ -547,6 +598,34 @@ fn run_contract(db: &str) {
             .replace("{v}", VERIFY);
         assert!(c.checked.contains(&op), "{op} not exercised");
     }
+}
+
+/// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
+fn scrape(base: &str) -> Vec<prometheus_parse::Sample> {
+    let text = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let lines = text.lines().map(|l| Ok::<_, std::io::Error>(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("Prometheus text format")
+        .samples
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn metric(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// The Ed25519 secret behind `ed25519_jwk(seed)`.

@@ -67,6 +67,14 @@ impl ReadinessProbe for Repository {
         let mut conn = self.conn()?;
         crate::db::migrations_current(&mut conn).map_err(|e| StoreError::Unavailable(e.to_string()))
     }
+
+    fn connections(&self) -> Option<(u32, u32)> {
+        let state = self.pool.state();
+        Some((
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        ))
+    }
 }
 
 /// Runs `f` in a write transaction. On SQLite the transaction takes the write lock at

@@ -162,6 +162,7 @@ impl Harness {
                 policy,
             )),
             readiness: Arc::new(repo.clone()),
+            metrics: None,
         };
         let endpoint = app(
             state,
