@@ -83,7 +83,11 @@ fn openapi(check: bool) -> Result {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if committed == generated {
         eprintln!("xtask: openapi/openapi.json is up to date");
-        return Ok(());
+        return if check {
+            validate_openapi(&path)
+        } else {
+            Ok(())
+        };
     }
     if check {
         return Err(
@@ -135,6 +139,30 @@ fn fuzz(args: &[String]) -> Result {
         .arg(format!("-max_total_time={seconds}"))
         .arg("-rss_limit_mb=2048");
     run(cmd, &format!("fuzz {target} for {seconds} s"))
+}
+
+/// Validates the document with an independent validator, `openapi-spec-validator` from
+/// PyPI, installed into a project-local virtualenv under `target/`.
+fn validate_openapi(path: &Path) -> Result {
+    let venv = root().join("target/py");
+    let bin = venv.join("bin");
+    let validator = bin.join("openapi-spec-validator");
+    if !validator.exists() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run(create, "create the Python virtualenv in target/py")?;
+        let mut install = Command::new(bin.join("pip"));
+        install.args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "openapi-spec-validator==0.9.0",
+        ]);
+        run(install, "install openapi-spec-validator")?;
+    }
+    let mut validate = Command::new(&validator);
+    validate.arg(path);
+    run(validate, "openapi-spec-validator openapi/openapi.json")
 }
 
 fn migrate() -> Result {
