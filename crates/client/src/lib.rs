@@ -3,7 +3,13 @@
 //! `Authorization: Bearer <token>`, or use [`with_token`].
 
 // Generated code follows the generator's conventions, not this workspace's lints.
-#![allow(clippy::all, clippy::unwrap_used, missing_docs, unused_qualifications, unreachable_pub)]
+#![allow(
+    clippy::all,
+    clippy::unwrap_used,
+    missing_docs,
+    unused_qualifications,
+    unreachable_pub
+)]
 
 include!(concat!(env!("OUT_DIR"), "/client.rs"));
 
