@@ -98,6 +98,11 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, value);
     }
+    if status == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = allowed_methods(route_template(&path)) {
+            headers.insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
+        }
+    }
     if status == poem::http::StatusCode::UNAUTHORIZED {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
@@ -125,6 +130,17 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
         "request"
     );
     Ok(resp)
+}
+
+/// The methods a route answers, for the `Allow` header of a 405.
+fn allowed_methods(route: &str) -> Option<&'static str> {
+    match route {
+        "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys" => Some("GET, POST"),
+        "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys/:keyId" => Some("GET, DELETE"),
+        "/api/policy/v1/enterprises/:enterpriseId/webhooks/responses/verify" => Some("POST"),
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" => Some("GET"),
+        _ => None,
+    }
 }
 
 /// The route template of a path, so metrics have one series per route rather than one

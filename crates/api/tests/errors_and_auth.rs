@@ -91,6 +91,9 @@ on_both_backends! {
         assert_eq!((unknown.status, unknown.error_code().as_str()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
         let method = h.call(Method::PUT, &keys_path("acme"), admin, Some("{}")).await;
         assert_eq!((method.status, method.error_code().as_str()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
+        assert_eq!(method.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
+        let trace = h.call(Method::TRACE, &format!("{BASE}/acme/webhooks/responses/verify"), admin, None).await;
+        assert_eq!(trace.headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
         let big = format!("{{\"keyName\": \"{}\"}}", "a".repeat(70_000));
         let too_large = h.call(Method::POST, &keys_path("acme"), admin, Some(&big)).await;
         assert_eq!((too_large.status, too_large.error_code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));

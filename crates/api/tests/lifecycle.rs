@@ -83,6 +83,17 @@ on_both_backends! {
         }
     }
 
+    impossible_key_ids_are_simply_not_found(db) {
+        let h = Harness::new(db);
+        // A NUL byte would be refused by PostgreSQL's text type; it must never get that far.
+        for key_id in ["%00", "a%00b", "a%0Ab", "a%20b", &"k".repeat(300)] {
+            for method in [Method::GET, Method::DELETE] {
+                let reply = h.call(method.clone(), &format!("{}/{key_id}", keys_path("acme")), Some(&h.admin), None).await;
+                assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::NOT_FOUND, "KEY_NOT_FOUND"), "{method} {key_id}");
+            }
+        }
+    }
+
     revoke_is_final_and_happens_once(db) {
         let h = Harness::new(db);
         assert_eq!(h.register("acme", &inline(ed25519_jwk(60), "my-key-v1")).await.status, StatusCode::CREATED);

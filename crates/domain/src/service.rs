@@ -219,9 +219,12 @@ impl KeyService {
 
     /// One key by its keyId.
     pub fn get(&self, admin: &EnterpriseAdmin, key_id: &str) -> Result<StoredKey, DomainError> {
+        let not_found = || DomainError::KeyNotFound(key_id.escape_debug().to_string());
+        // A keyId that could never have been registered is not looked up at all.
+        let key_id = KeyId::parse(key_id).map_err(|_| not_found())?;
         self.store
-            .get_key(&admin.enterprise, key_id)?
-            .ok_or_else(|| DomainError::KeyNotFound(key_id.escape_debug().to_string()))
+            .get_key(&admin.enterprise, key_id.as_str())?
+            .ok_or_else(not_found)
     }
 
     /// Verifies a signed webhook response for the evaluation `evaluation_id`. A success
