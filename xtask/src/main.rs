@@ -3,6 +3,8 @@
 //! - `openapi [--check]`  write `openapi/openapi.json` from the code, or fail if it differs
 //! - `migrate`            apply migrations to `DATABASE_URL` (default `sqlite://keyward.db`)
 //! - `contract-test`      run the real binary against the committed document
+//! - `contract-test --fuzz [--max-examples N]`  schemathesis (from PyPI, in a
+//!   virtualenv under `target/`) against a running `keyward serve`, every check on
 //! - `test`               everything CI runs: fmt, clippy, layering, tests on SQLite and
 //!   PostgreSQL, the document check and the contract test
 //! - `fuzz TARGET [--seconds N]`  a bounded coverage-guided run of a fuzz target
@@ -22,6 +24,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("openapi") => openapi(args.iter().any(|a| a == "--check")),
         Some("migrate") => migrate(),
+        Some("contract-test") if args.iter().any(|a| a == "--fuzz") => {
+            schema_fuzz(examples_arg(&args))
+        }
         Some("contract-test") => contract_test(),
         Some("test") => test(),
         Some("fuzz") => fuzz(&args[1..]),
@@ -178,6 +183,125 @@ fn contract_test() -> Result {
     run(cmd, "contract test against the real binary")
 }
 
+fn examples_arg(args: &[String]) -> u32 {
+    args.iter()
+        .position(|a| a == "--max-examples")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50)
+}
+
+/// The schemathesis version the fuzz run installs.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Register refuses, with a 400, bodies no schema can rule out (a point that is not on
+/// its curve, a keyId already used); those are not findings of "valid data rejected".
+const SCHEMATHESIS_CONFIG: &str = r#"
+[parameters]
+"path.enterpriseId" = "acme"
+
+[[operations]]
+include-name = "POST /api/policy/v1/enterprises/{enterpriseId}/webhooks/keys"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
+"#;
+
+/// Kills the server when the run ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Schema-driven fuzzing of the live API: schemathesis with every check against a
+/// fresh `keyward serve`, as an admin of enterprise `acme`.
+fn schema_fuzz(max_examples: u32) -> Result {
+    let venv = root().join("target/st");
+    let st = venv.join("bin/st");
+    if !st.exists() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run(create, "create the Python virtualenv in target/st")?;
+        let mut install = Command::new(venv.join("bin/pip"));
+        install.args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ]);
+        run(install, "install schemathesis")?;
+    }
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--package", "keyward"]);
+    run(build, "build keyward")?;
+    let bin = root().join("target/debug/keyward");
+    let work = root().join("target/schemathesis");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let db = format!("sqlite://{}", work.join("keyward.db").display());
+    let cli = |args: &[&str]| -> Result<String> {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args).env("DATABASE_URL", &db);
+        output(cmd, &format!("keyward {}", args.join(" ")))
+    };
+    cli(&["admin", "enterprise", "create", "acme"])?;
+    cli(&["admin", "user", "create", "fuzz@acme.test"])?;
+    cli(&[
+        "admin",
+        "member",
+        "add",
+        "acme",
+        "fuzz@acme.test",
+        "--role",
+        "admin",
+    ])?;
+    let issued = cli(&["admin", "token", "issue", "fuzz@acme.test", "--ttl", "1d"])?;
+    let token = issued.lines().last().unwrap_or_default().trim().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Child(
+        Command::new(&bin)
+            .args(["serve", "--listen", &listen, "--database-url", &db])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(work.join("serve.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("start keyward serve: {e}"))?,
+    );
+    let addr: SocketAddr = listen.parse().map_err(|e| format!("{e}"))?;
+    let started = std::time::Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("keyward serve did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(work.join("schemathesis.toml"), SCHEMATHESIS_CONFIG)
+        .map_err(|e| e.to_string())?;
+    let mut st_run = Command::new(&st);
+    st_run
+        .current_dir(&work)
+        .arg("run")
+        .arg(root().join("openapi/openapi.json"))
+        .args(["--url", &format!("http://{listen}")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            &max_examples.to_string(),
+            "--no-color",
+        ]);
+    run(
+        st_run,
+        &format!("schemathesis, every check, {max_examples} examples per operation"),
+    )
+}
+
 fn postgres_url() -> String {
     env::var("KEYWARD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -290,6 +414,7 @@ fn test() -> Result {
         tests,
         "cargo test --workspace (SQLite and PostgreSQL; includes the contract test)",
     )?;
+    schema_fuzz(25)?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }

@@ -27,7 +27,7 @@ pub struct VerifyRequestBody {
     /// `statusCode` and `iat` (and optionally `exp`).
     pub token: String,
     /// The evaluation the platform asked about.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F]+$"))]
+    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"))]
     pub evaluation_id: String,
 }
 
