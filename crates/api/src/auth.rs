@@ -5,12 +5,13 @@
 //! not an admin of the enterprise in the path (or an enterprise that does not exist) is
 //! a 403. It yields the domain's [`EnterpriseAdmin`] proof, which the use cases require.
 
-use keyward_domain::EnterpriseAdmin;
-use poem::Request;
+use keyward_domain::{DomainError, EnterpriseAdmin};
+use poem::{IntoResponse, Request};
 use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::state::AppState;
 
 /// A bearer token issued by `keyward admin token issue`, held by an admin of the
@@ -24,11 +25,41 @@ async fn authorize(req: &Request, bearer: Bearer) -> poem::Result<EnterpriseAdmi
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal().into_poem())?
         .clone();
+    let client = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
+    let failures = req
+        .data::<Limits>()
+        .map(|limits| limits.auth_failures.clone());
+    if let (Some(client), Some(failures)) = (client, &failures) {
+        if let Some(wait) = failures.blocked(client) {
+            return Err(too_many_failures(wait));
+        }
+    }
     let enterprise = enterprise_in_path(req.uri().path());
     let token = bearer.token;
-    crate::state::blocking(move || state.keys.authorize(&token, &enterprise))
-        .await
-        .map_err(|err| ApiError::from(err).into_poem())
+    let result = crate::state::blocking(move || state.keys.authorize(&token, &enterprise)).await;
+    if let (Err(DomainError::Unauthenticated), Some(client), Some(failures)) =
+        (&result, client, &failures)
+    {
+        failures.record(client);
+    }
+    result.map_err(|err| ApiError::from(err).into_poem())
+}
+
+/// 429 with `Retry-After`: this client failed to authenticate too often.
+fn too_many_failures(wait: std::time::Duration) -> poem::Error {
+    let seconds = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        poem::http::StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS",
+        format!("too many failed authentication attempts from this address; wait {seconds} s, then retry with a valid token"),
+    )
+    .into_response();
+    if let Ok(value) = poem::http::HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(poem::http::header::RETRY_AFTER, value);
+    }
+    poem::Error::from_response(response)
 }
 
 /// The enterprise segment of `/api/policy/v1/enterprises/{enterpriseId}/...`, decoded.

@@ -61,13 +61,19 @@ async fn read(request: &Request, body: &mut RequestBody) -> Result<Vec<u8>, ApiE
             "the request body could not be read",
         )
     })?;
+    let timeout = request
+        .data::<crate::limits::Limits>()
+        .map_or(std::time::Duration::from_secs(10), |l| l.body_read_timeout);
     if declared.is_some_and(|len| len > limit as u64) {
         if declared.is_some_and(|len| len <= DRAIN_CAP) {
-            let _ = body.into_bytes_limit(DRAIN_CAP as usize).await;
+            let _ = tokio::time::timeout(timeout, body.into_bytes_limit(DRAIN_CAP as usize)).await;
         }
         return Err(payload_too_large(Some(limit)));
     }
-    let bytes = match body.into_bytes_limit(limit).await {
+    let Ok(read) = tokio::time::timeout(timeout, body.into_bytes_limit(limit)).await else {
+        return Err(crate::error::request_timeout());
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
             return Err(payload_too_large(Some(limit)))

@@ -52,10 +52,18 @@ pub struct RegisterKeyRequest {
     pub jwks_uri: Option<String>,
     /// The key's id, unique in the enterprise forever (tombstoned after revocation):
     /// 1–255 characters, no whitespace, control characters or `/`.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\s/\x00-\x1F\x7F-\x9F]+$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\s/\x00-\x1F\x7F-\x9F]+$"
+    ))]
     pub key_id: Option<String>,
     /// A human-readable name; defaults to the keyId.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+    ))]
     pub key_name: Option<String>,
 }
 

@@ -59,10 +59,14 @@ error_responses!(
         Forbidden = 403,
         /// The same public key is already registered (`KEY_ALREADY_REGISTERED`), or the active-key limit is reached (`ACTIVE_KEY_LIMIT_REACHED`).
         Conflict = 409,
+        /// The body arrived too slowly (`REQUEST_TIMEOUT`).
+        RequestTimeout = 408,
         /// The body is over the size limit (`PAYLOAD_TOO_LARGE`).
         PayloadTooLarge = 413,
         /// The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`).
         UnsupportedMediaType = 415,
+        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+        TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`); details are in the service log under the request id.
         Internal = 500,
         /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
@@ -86,6 +90,8 @@ error_responses!(
         Unauthorized = 401,
         /// Not an admin of this enterprise (`FORBIDDEN`).
         Forbidden = 403,
+        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+        TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
         Internal = 500,
         /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
@@ -109,6 +115,8 @@ error_responses!(
         Forbidden = 403,
         /// No key with this keyId (`KEY_NOT_FOUND`).
         NotFound = 404,
+        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+        TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
         Internal = 500,
         /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
@@ -134,6 +142,8 @@ error_responses!(
         NotFound = 404,
         /// The key is already revoked (`KEY_ALREADY_REVOKED`).
         Conflict = 409,
+        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+        TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
         Internal = 500,
         /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.

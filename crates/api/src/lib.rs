@@ -7,6 +7,7 @@ mod body;
 mod dto;
 mod error;
 mod keys;
+mod limits;
 mod middleware;
 mod ops;
 mod state;
@@ -68,12 +69,21 @@ pub fn openapi_json() -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpSettings {
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: std::time::Duration,
+    /// Requests served at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Failed authentications one client may make per minute before it gets 429.
+    pub auth_failure_limit: u32,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 65_536,
+            body_read_timeout: std::time::Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            auth_failure_limit: 20,
         }
     }
 }
@@ -81,7 +91,7 @@ impl Default for HttpSettings {
 /// The whole service: the API, its document at `/openapi.json`, interactive docs at
 /// `/docs` (assets bundled, no internet needed), and the operational `/healthz`,
 /// `/readyz` and `/metrics`, which are not part of the API document.
-pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
+pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint<Output = poem::Response> {
     let api = api_service();
     let spec = Arc::new(openapi_json());
     let docs = api.swagger_ui();
@@ -104,4 +114,5 @@ pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint {
         .around(middleware::envelope)
         .data(state)
         .data(BodyLimit(settings.max_body_bytes))
+        .data(limits::Limits::new(&settings))
 }

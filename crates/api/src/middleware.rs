@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use poem::http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::error::{framework_error, ApiError};
@@ -32,7 +35,7 @@ fn is_json(resp: &Response) -> bool {
 /// early (401, 403, 404, 405, ...) still leaves its connection clean for the client's
 /// next request. A body declared larger than the limit is left to the handler, which
 /// answers 413; a chunked body that turns out larger is answered 413 here, and the
-/// connection is then closed.
+/// connection is then closed. A body that arrives too slowly is answered 408.
 async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
     let limit = req.data::<crate::BodyLimit>().map_or(65_536, |l| l.0);
     let declared = req
@@ -64,15 +67,27 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
     req.set_data(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let early = buffer_body(&mut req).await;
-
-    let mut resp = match early {
-        Err(too_large) => {
-            let mut resp = too_large.into_response();
-            resp.headers_mut().insert(
-                poem::http::header::CONNECTION,
-                HeaderValue::from_static("close"),
-            );
+    // Probes are never refused for load: an orchestrator must see the truth.
+    let operational = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let limits = req.data::<crate::limits::Limits>().cloned();
+    let _permit = match &limits {
+        Some(limits) if !operational => match limits.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let mut resp = busy(limits.max_in_flight).into_response();
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok(finish(resp, &request_id, &method, &path, started));
+            }
+        },
+        _ => None,
+    };
+    let resp = match buffer_body(&mut req).await {
+        Err(refused) => {
+            // The rest of the body is unread: the connection cannot be reused.
+            let mut resp = refused.into_response();
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
             resp
         }
         Ok(()) => match ep.call(req).await {
@@ -89,18 +104,40 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
             }
         },
     };
+    Ok(finish(resp, &request_id, &method, &path, started))
+}
+
+/// 503: the service is serving as many requests as it may.
+fn busy(max: usize) -> ApiError {
+    ApiError::new(
+        poem::http::StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+        format!("the service is already handling its limit of {max} requests; retry in a second"),
+    )
+}
+
+/// The error shape for anything still without it, the common headers, metrics and the
+/// access log line.
+fn finish(
+    mut resp: Response,
+    request_id: &str,
+    method: &Method,
+    path: &str,
+    started: Instant,
+) -> Response {
     let status = resp.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
         resp =
             framework_error(status, status.canonical_reason().unwrap_or("error")).into_response();
     }
+    let route = route_template(path);
     let headers = resp.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID, value);
     }
     if status == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        if let Some(allow) = allowed_methods(route_template(&path)) {
-            headers.insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = allowed_methods(route) {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
         }
     }
     if status == poem::http::StatusCode::UNAUTHORIZED {
@@ -109,7 +146,6 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
     if path.starts_with(crate::BASE_PATH) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    let route = route_template(&path);
     let elapsed = started.elapsed().as_secs_f64();
     metrics::counter!(
         "keyward_http_requests_total",
@@ -129,7 +165,7 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
         latency_ms = elapsed * 1000.0,
         "request"
     );
-    Ok(resp)
+    resp
 }
 
 /// The methods a route answers, for the `Allow` header of a 405.

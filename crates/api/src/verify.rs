@@ -27,7 +27,11 @@ pub struct VerifyRequestBody {
     /// `statusCode` and `iat` (and optionally `exp`).
     pub token: String,
     /// The evaluation the platform asked about.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]+$"
+    ))]
     pub evaluation_id: String,
 }
 
@@ -142,10 +146,14 @@ error_responses!(
         Unauthorized = 401,
         /// Not an admin of this enterprise (`FORBIDDEN`).
         Forbidden = 403,
+        /// The body arrived too slowly (`REQUEST_TIMEOUT`).
+        RequestTimeout = 408,
         /// The body is over the size limit (`PAYLOAD_TOO_LARGE`).
         PayloadTooLarge = 413,
         /// The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`).
         UnsupportedMediaType = 415,
+        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+        TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
         Internal = 500,
         /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.

@@ -104,6 +104,21 @@ pub struct ServeArgs {
     /// Database connections in the pool, 1-256 [default: 16]
     #[arg(long, env = "KEYWARD_DB_POOL_SIZE")]
     pub db_pool_size: Option<u32>,
+    /// Seconds a client may take to send request headers, 1-300 [default: 10]
+    #[arg(long, env = "KEYWARD_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
+    /// Seconds a client may take to send a request body, 1-300 [default: 10]
+    #[arg(long, env = "KEYWARD_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<u64>,
+    /// Requests served at once; more get 503, 1-100000 [default: 512]
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Failed authentications per client address per minute before 429, 1-100000 [default: 20]
+    #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<u32>,
+    /// Seconds requests in flight may run after SIGTERM, 0-300 [default: 10]
+    #[arg(long, env = "KEYWARD_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: Option<crate::config::LogFormat>,

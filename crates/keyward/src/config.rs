@@ -40,6 +40,11 @@ struct FileSettings {
     max_body_bytes: Option<u64>,
     clock_skew: Option<u64>,
     db_pool_size: Option<u32>,
+    header_read_timeout: Option<u64>,
+    body_read_timeout: Option<u64>,
+    max_concurrent_requests: Option<u32>,
+    auth_failure_limit: Option<u32>,
+    shutdown_grace: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -53,6 +58,11 @@ pub struct Settings {
     pub max_body_bytes: u64,
     pub clock_skew: u64,
     pub db_pool_size: u32,
+    pub header_read_timeout: u64,
+    pub body_read_timeout: u64,
+    pub max_concurrent_requests: u32,
+    pub auth_failure_limit: u32,
+    pub shutdown_grace: u64,
     pub log_format: LogFormat,
 }
 
@@ -129,6 +139,44 @@ impl Settings {
                 1,
                 256,
             )?,
+            header_read_timeout: in_range(
+                "header_read_timeout",
+                args.header_read_timeout
+                    .or(file.header_read_timeout)
+                    .unwrap_or(10),
+                1,
+                300,
+            )?,
+            body_read_timeout: in_range(
+                "body_read_timeout",
+                args.body_read_timeout
+                    .or(file.body_read_timeout)
+                    .unwrap_or(10),
+                1,
+                300,
+            )?,
+            max_concurrent_requests: in_range(
+                "max_concurrent_requests",
+                args.max_concurrent_requests
+                    .or(file.max_concurrent_requests)
+                    .unwrap_or(512),
+                1,
+                100_000,
+            )?,
+            auth_failure_limit: in_range(
+                "auth_failure_limit",
+                args.auth_failure_limit
+                    .or(file.auth_failure_limit)
+                    .unwrap_or(20),
+                1,
+                100_000,
+            )?,
+            shutdown_grace: in_range(
+                "shutdown_grace",
+                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
+                0,
+                300,
+            )?,
             log_format: args
                 .log_format
                 .or(file.log_format)
@@ -156,6 +204,15 @@ impl fmt::Display for Settings {
         writeln!(f, "max_body_bytes = {}", self.max_body_bytes)?;
         writeln!(f, "clock_skew = {}", self.clock_skew)?;
         writeln!(f, "db_pool_size = {}", self.db_pool_size)?;
+        writeln!(f, "header_read_timeout = {}", self.header_read_timeout)?;
+        writeln!(f, "body_read_timeout = {}", self.body_read_timeout)?;
+        writeln!(
+            f,
+            "max_concurrent_requests = {}",
+            self.max_concurrent_requests
+        )?;
+        writeln!(f, "auth_failure_limit = {}", self.auth_failure_limit)?;
+        writeln!(f, "shutdown_grace = {}", self.shutdown_grace)?;
         writeln!(f, "log_format = \"{}\"", self.log_format)
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod jwks;
 mod serve;
+mod server;
 mod tools;
 
 use std::process::ExitCode;

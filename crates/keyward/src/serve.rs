@@ -7,16 +7,12 @@ use std::time::Duration;
 use keyward_api::{app, AppState, HttpSettings};
 use keyward_domain::{InsecureHosts, KeyService, Policy};
 use keyward_persistence::PoolOptions;
-use poem::listener::TcpListener;
-use poem::Server;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
 use crate::config::{LogFormat, Settings};
 use crate::jwks::{FetchConfig, JwksFetcher};
-
-/// How long in-flight requests may run after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+use crate::server::{serve, ConnectionLimits};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
     let settings = Settings::resolve(&args)?;
@@ -54,6 +50,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 
     let settings = HttpSettings {
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout),
+        max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
+            .unwrap_or(usize::MAX),
+        auth_failure_limit: args.auth_failure_limit,
+    };
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,16 +79,18 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     runtime.block_on(async move {
         tokio::spawn(purge_replay_records(keys));
-        let listener = TcpListener::bind(args.listen);
-        tracing::info!(listen = %args.listen, "keyward serving");
-        Server::new(listener)
-            .run_with_graceful_shutdown(
-                app(state, settings),
-                shutdown_signal(),
-                Some(SHUTDOWN_GRACE),
-            )
+        let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .map_err(|e| format!("cannot serve on {}: {e}", args.listen))
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        tracing::info!(listen = %args.listen, "keyward serving");
+        serve(
+            listener,
+            app(state, settings),
+            connection_limits,
+            shutdown_signal(),
+        )
+        .await;
+        Ok::<(), String>(())
     })?;
     tracing::info!("keyward stopped");
     Ok(())

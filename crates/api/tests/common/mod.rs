@@ -168,6 +168,7 @@ impl Harness {
             state,
             HttpSettings {
                 max_body_bytes: options.max_body_bytes,
+                ..HttpSettings::default()
             },
         )
         .map_to_response()
