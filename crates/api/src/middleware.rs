@@ -51,12 +51,17 @@ async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
         None if chunked => limit,
         None => return Ok(()),
     };
-    match req.take_body().into_bytes_limit(read_up_to).await {
-        Ok(bytes) => req.set_body(bytes),
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+    let timeout = req
+        .data::<crate::limits::Limits>()
+        .map_or(std::time::Duration::from_secs(10), |l| l.body_read_timeout);
+    let read = tokio::time::timeout(timeout, req.take_body().into_bytes_limit(read_up_to)).await;
+    match read {
+        Err(_) => return Err(crate::error::request_timeout()),
+        Ok(Ok(bytes)) => req.set_body(bytes),
+        Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => {
             return Err(crate::error::payload_too_large(Some(limit)))
         }
-        Err(_) => req.set_body(poem::Body::empty()),
+        Ok(Err(_)) => req.set_body(poem::Body::empty()),
     }
     Ok(())
 }
