@@ -45,6 +45,36 @@ fn random<const N: usize>() -> Result<[u8; N], String> {
     Ok(bytes)
 }
 
+/// A fresh key on a RustCrypto curve: `(crv, kty, x, y, d)`. Random bytes that are not
+/// a valid scalar (vanishingly rare) are drawn again.
+macro_rules! ec_key {
+    ($curve:ident, $crv:literal, $len:literal) => {{
+        let key = loop {
+            if let Ok(key) = $curve::SecretKey::from_slice(&random::<$len>()?) {
+                break key;
+            }
+        };
+        let point = $curve::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+            &key.public_key(),
+            false,
+        );
+        let x = point.x().map(|v| v.to_vec()).unwrap_or_default();
+        let y = point.y().map(|v| v.to_vec());
+        ($crv, "EC", x, y, key.to_bytes().to_vec())
+    }};
+}
+
+/// Signs `input` with the scalar `d` of a RustCrypto curve, in raw `r‖s` form.
+macro_rules! ec_sign {
+    ($curve:ident, $jwk:expr, $len:literal, $input:expr) => {{
+        use $curve::ecdsa::signature::Signer as _;
+        let key = $curve::ecdsa::SigningKey::from_slice(&scalar::<$len>($jwk)?)
+            .map_err(|_| format!("the key file's 'd' is not a {} key", stringify!($curve)))?;
+        let signature: $curve::ecdsa::Signature = key.sign($input);
+        signature.to_bytes().to_vec()
+    }};
+}
+
 /// A fresh private JWK for `alg`.
 fn generate(alg: Alg, kid: &str) -> Result<Value, String> {
     let (crv, kty, x, y, d) = match alg {
@@ -58,60 +88,9 @@ fn generate(alg: Alg, kid: &str) -> Result<Value, String> {
                 key.to_bytes().to_vec(),
             )
         }
-        Alg::Es256 => {
-            let key = loop {
-                if let Ok(key) = p256::SecretKey::from_slice(&random::<32>()?) {
-                    break key;
-                }
-            };
-            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                &key.public_key(),
-                false,
-            );
-            (
-                "P-256",
-                "EC",
-                point.x().map(|v| v.to_vec()).unwrap_or_default(),
-                point.y().map(|v| v.to_vec()),
-                key.to_bytes().to_vec(),
-            )
-        }
-        Alg::Es384 => {
-            let key = loop {
-                if let Ok(key) = p384::SecretKey::from_slice(&random::<48>()?) {
-                    break key;
-                }
-            };
-            let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                &key.public_key(),
-                false,
-            );
-            (
-                "P-384",
-                "EC",
-                point.x().map(|v| v.to_vec()).unwrap_or_default(),
-                point.y().map(|v| v.to_vec()),
-                key.to_bytes().to_vec(),
-            )
-        }
-        Alg::Es256k => {
-            let key = loop {
-                if let Ok(key) = k256::SecretKey::from_slice(&random::<32>()?) {
-                    break key;
-                }
-            };
-            let point = k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                &key.public_key(),
-                false,
-            );
-            (
-                "secp256k1",
-                "EC",
-                point.x().map(|v| v.to_vec()).unwrap_or_default(),
-                point.y().map(|v| v.to_vec()),
-                key.to_bytes().to_vec(),
-            )
-        }
+        Alg::Es256 => ec_key!(p256, "P-256", 32),
+        Alg::Es384 => ec_key!(p384, "P-384", 48),
+        Alg::Es256k => ec_key!(k256, "secp256k1", 32),
     };
     let mut jwk =
         json!({"kty": kty, "crv": crv, "x": b64(&x), "kid": kid, "alg": alg.name(), "use": "sig"});
@@ -217,27 +196,9 @@ pub fn sign(
             let key = ed25519_dalek::SigningKey::from_bytes(&scalar::<32>(&jwk)?);
             key.sign(input.as_bytes()).to_bytes().to_vec()
         }
-        "P-256" => {
-            use p256::ecdsa::signature::Signer as _;
-            let key = p256::ecdsa::SigningKey::from_slice(&scalar::<32>(&jwk)?)
-                .map_err(|_| "the key file's 'd' is not a P-256 key")?;
-            let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
-            sig.to_bytes().to_vec()
-        }
-        "P-384" => {
-            use p384::ecdsa::signature::Signer as _;
-            let key = p384::ecdsa::SigningKey::from_slice(&scalar::<48>(&jwk)?)
-                .map_err(|_| "the key file's 'd' is not a P-384 key")?;
-            let sig: p384::ecdsa::Signature = key.sign(input.as_bytes());
-            sig.to_bytes().to_vec()
-        }
-        _ => {
-            use k256::ecdsa::signature::Signer as _;
-            let key = k256::ecdsa::SigningKey::from_slice(&scalar::<32>(&jwk)?)
-                .map_err(|_| "the key file's 'd' is not a secp256k1 key")?;
-            let sig: k256::ecdsa::Signature = key.sign(input.as_bytes());
-            sig.to_bytes().to_vec()
-        }
+        "P-256" => ec_sign!(p256, &jwk, 32, input.as_bytes()),
+        "P-384" => ec_sign!(p384, &jwk, 48, input.as_bytes()),
+        _ => ec_sign!(k256, &jwk, 32, input.as_bytes()),
     };
     Ok(format!("{input}.{}", b64(&signature)))
 }

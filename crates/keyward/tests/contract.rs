@@ -4,17 +4,18 @@
 //! must validate against the documented schema (with a JSON Schema validator); every
 //! error must have the contract's shape. Runs on SQLite and on PostgreSQL.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keyward_persistence::testing::TestDb;
 use serde_json::{json, Map, Value};
+use support::{keyward as cli, Server, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 const BASE: &str = "/api/policy/v1";
 
 fn spec() -> Value {
@@ -39,69 +40,6 @@ fn to_json_schema(schema: &Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.iter().map(to_json_schema).collect()),
         other => other.clone(),
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(db: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .output()
-        .expect("run keyward");
-    assert!(
-        out.status.success(),
-        "keyward {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn start(db: &str, extra: &[&str]) -> Server {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &listen, "--database-url", db])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start keyward serve");
-    let server = Server {
-        child,
-        base: format!("http://{listen}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if ureq::get(&format!("{}/healthz", server.base))
-            .call()
-            .is_ok()
-        {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keyward serve did not come up on {listen}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -314,7 +252,7 @@ fn run_contract(db: &str) {
             .http_status_as_error(false)
             .build()
             .into(),
-        base: server.base.clone(),
+        base: server.url(""),
         checked: Vec::new(),
     };
     const KEYS: &str = "/api/policy/v1/enterprises/{enterpriseId}/webhooks/keys";
@@ -522,7 +460,7 @@ fn run_contract(db: &str) {
     assert!(!audit.contains(&admin));
 
     // The metrics moved with the scenario.
-    let metrics = scrape(&server.base);
+    let metrics = scrape(&server.url(""));
     let route = "/api/policy/v1/enterprises/:enterpriseId/webhooks/keys";
     assert!(
         metric(
@@ -735,7 +673,7 @@ fn run_two_processes(db: &str) {
         .into();
     let post = |server: &Server, path: &str, body: &str| -> (u16, Value) {
         let mut resp = agent
-            .post(&format!("{}{BASE}/enterprises/acme/{path}", server.base))
+            .post(&format!("{}{BASE}/enterprises/acme/{path}", server.url("")))
             .header("authorization", &format!("Bearer {token}"))
             .header("content-type", "application/json")
             .send(body)
@@ -763,7 +701,7 @@ fn run_two_processes(db: &str) {
     let mut resp = agent
         .delete(&format!(
             "{}{BASE}/enterprises/acme/webhooks/keys/shared",
-            one.base
+            one.url("")
         ))
         .header("authorization", &format!("Bearer {token}"))
         .call()
@@ -909,4 +847,8 @@ fn cli_errors_are_one_line_and_fail() {
         .expect("run");
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn start(db: &str, extra: &[&str]) -> Server {
+    Server::start(db, extra, &[])
 }

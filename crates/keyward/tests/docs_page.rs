@@ -4,23 +4,13 @@
 //! document must be on the rendered page. Runs where `chromium` is installed (`.ci/run`
 //! installs it); elsewhere it says it was skipped.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use keyward_persistence::testing::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::Server;
 
 fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -64,34 +54,8 @@ fn docs_page_renders_every_operation() {
         return;
     };
     let db = TestDb::sqlite();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &listen,
-                "--database-url",
-                &db.url_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://{listen}/readyz"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("http://{listen}/docs");
+    let server = Server::start(&db.url_string(), &[], &[]);
+    let url = server.url("/docs");
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
     std::fs::create_dir_all(&target).expect("target dir");
     let profile = std::env::temp_dir().join(format!("keyward-chromium-{}", std::process::id()));

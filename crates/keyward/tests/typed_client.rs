@@ -1,83 +1,19 @@
 //! The client generated from `openapi/openapi.json` (crate `keyward-client`) drives the
 //! real service: proof that the document is good enough for a code generator.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
 use keyward_client::types;
 use keyward_persistence::testing::TestDb;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn keyward(db: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .output()
-        .expect("run keyward");
-    assert!(
-        out.status.success(),
-        "keyward {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use support::{bootstrap, keyward, Server};
 
 #[tokio::test]
 async fn the_generated_client_speaks_to_the_service() {
     let db = TestDb::sqlite();
     let url = db.url_string();
-    keyward(&url, &["admin", "enterprise", "create", "acme"]);
-    keyward(&url, &["admin", "user", "create", "alice@acme.example"]);
-    keyward(
-        &url,
-        &[
-            "admin",
-            "member",
-            "add",
-            "acme",
-            "alice@acme.example",
-            "--role",
-            "admin",
-        ],
-    );
-    let token = keyward(&url, &["admin", "token", "issue", "alice@acme.example"])
-        .lines()
-        .last()
-        .expect("token")
-        .to_owned();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--listen", &listen, "--database-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://{listen}/readyz"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let token = bootstrap(&url);
+    let server = Server::start(&url, &[], &[]);
     let dir = std::env::temp_dir().join(format!("keyward-client-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let key_file = dir.join("k.jwk");
@@ -95,7 +31,7 @@ async fn the_generated_client_speaks_to_the_service() {
     ))
     .expect("jwks");
 
-    let client = keyward_client::with_token(&format!("http://{listen}"), &token).expect("client");
+    let client = keyward_client::with_token(&server.url(""), &token).expect("client");
     let request: types::RegisterKeyRequest =
         serde_json::from_value(json!({"jwks": jwks, "keyName": "Typed"})).expect("request type");
     let created = client

@@ -2,64 +2,13 @@
 //! `keyward keygen`, register the printed JWKS, `keyward sign`, verify, then rotate to a
 //! second key and revoke the first. Once per supported algorithm.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
 use keyward_persistence::testing::TestDb;
 use serde_json::{json, Value};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-fn keyward(db: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", db)
-        .output()
-        .expect("run keyward");
-    assert!(
-        out.status.success(),
-        "keyward {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(db: &str) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &listen, "--database-url", db])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let server = Server(
-        child,
-        format!("http://{listen}/api/policy/v1/enterprises/acme"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://{listen}/readyz"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
+use support::{keyward, Server, BIN};
 
 fn post(url: &str, token: &str, body: &Value) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -118,7 +67,8 @@ fn quick_start_for_every_algorithm() {
         ],
     );
     let token = issued.lines().last().expect("token").to_owned();
-    let server = serve(&url);
+    let server = Server::start(&url, &[], &[]);
+    let api = server.url("/api/policy/v1/enterprises/acme");
     let dir = std::env::temp_dir().join(format!("keyward-walkthrough-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
 
@@ -156,7 +106,7 @@ fn quick_start_for_every_algorithm() {
             assert_eq!(mode, 0o600, "the private key file is private");
         }
         let (status, body) = post(
-            &format!("{}/webhooks/keys", server.1),
+            &format!("{}/webhooks/keys", api),
             &token,
             &json!({"jwks": jwks}),
         );
@@ -178,7 +128,7 @@ fn quick_start_for_every_algorithm() {
             ],
         );
         let (_, verdict) = post(
-            &format!("{}/webhooks/responses/verify", server.1),
+            &format!("{}/webhooks/responses/verify", api),
             &token,
             &json!({"token": jws.trim(), "evaluationId": evaluation}),
         );
@@ -205,7 +155,7 @@ fn quick_start_for_every_algorithm() {
         let jwks2: Value = serde_json::from_str(&public2).expect("jwks");
         assert_eq!(
             post(
-                &format!("{}/webhooks/keys", server.1),
+                &format!("{}/webhooks/keys", api),
                 &token,
                 &json!({"jwks": jwks2})
             )
@@ -226,7 +176,7 @@ fn quick_start_for_every_algorithm() {
             ],
         );
         let (_, verdict) = post(
-            &format!("{}/webhooks/responses/verify", server.1),
+            &format!("{}/webhooks/responses/verify", api),
             &token,
             &json!({"token": jws2.trim(), "evaluationId": evaluation}),
         );
@@ -236,7 +186,7 @@ fn quick_start_for_every_algorithm() {
             .build()
             .into();
         let revoked = agent
-            .delete(&format!("{}/webhooks/keys/{v1}", server.1))
+            .delete(&format!("{}/webhooks/keys/{v1}", api))
             .header("authorization", &format!("Bearer {token}"))
             .call()
             .expect("revoke");
@@ -255,7 +205,7 @@ fn quick_start_for_every_algorithm() {
             ],
         );
         let (_, verdict) = post(
-            &format!("{}/webhooks/responses/verify", server.1),
+            &format!("{}/webhooks/responses/verify", api),
             &token,
             &json!({"token": old.trim(), "evaluationId": evaluation}),
         );
