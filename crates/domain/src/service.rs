@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::auth::{token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role};
 use crate::crypto::VerifyingKey;
 use crate::ids::{Email, EnterpriseId, KeyId};
-use crate::jwk::PublicJwk;
+use crate::jwk::{Curve, PublicJwk};
 use crate::jwks_uri::InsecureHosts;
 use crate::model::{
     AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey, Timestamp,
@@ -56,10 +56,55 @@ pub enum Verification {
 pub const LIST_LIMIT_MAX: u32 = 100;
 pub const LIST_LIMIT_DEFAULT: u32 = 50;
 
-/// Key management for enterprise admins.
+/// Public keys ready to verify, by RFC 7638 thumbprint. Key material never changes
+/// under a thumbprint, so entries never go stale; whether a key may be used is read from
+/// the store on every verification, never from here.
+#[derive(Default)]
+struct ParsedKeys(std::sync::Mutex<std::collections::HashMap<String, Arc<ParsedKey>>>);
+
+struct ParsedKey {
+    curve: Curve,
+    key: VerifyingKey,
+}
+
+/// Parsed keys kept at most; past it the cache starts over (cheap: one parse per key).
+const PARSED_KEYS_MAX: usize = 10_000;
+
+impl ParsedKeys {
+    fn get_or_parse(
+        &self,
+        thumbprint: &str,
+        jwk: impl FnOnce() -> Result<PublicJwk, DomainError>,
+    ) -> Result<Arc<ParsedKey>, DomainError> {
+        if let Some(found) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(thumbprint)
+        {
+            return Ok(found.clone());
+        }
+        let jwk = jwk()?;
+        let key = VerifyingKey::from_jwk(&jwk)
+            .ok_or_else(|| DomainError::Internal("stored key is unusable".into()))?;
+        let parsed = Arc::new(ParsedKey {
+            curve: jwk.curve(),
+            key,
+        });
+        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= PARSED_KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(thumbprint.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+}
+
+/// Key management and verification for enterprise admins.
 pub struct KeyService {
     store: Arc<dyn KeyStore>,
     verifications: Arc<dyn VerificationStore>,
+    keys: ParsedKeys,
     jwks: Arc<dyn JwksSource>,
     clock: Arc<dyn Clock>,
     policy: Policy,
@@ -74,6 +119,7 @@ impl KeyService {
         Self {
             store: store.clone(),
             verifications: store,
+            keys: ParsedKeys::default(),
             jwks: Arc::new(NoJwksSource),
             clock,
             policy,
@@ -256,17 +302,22 @@ impl KeyService {
         if stored.status == KeyStatus::Revoked {
             return invalid(Rejection::KeyRevoked);
         }
-        let jwk = match &stored.source {
-            KeySource::Inline { jwk, .. } => PublicJwk::from_stored(jwk)?,
+        let key = match &stored.source {
+            KeySource::Inline {
+                jwk, thumbprint, ..
+            } => self
+                .keys
+                .get_or_parse(thumbprint, || PublicJwk::from_stored(jwk))?,
             KeySource::JwksUri(uri) => match self.jwks.find(uri, parsed.kid.as_str()) {
-                JwksLookup::Found(jwk) => jwk,
+                JwksLookup::Found(jwk) => {
+                    let thumbprint = jwk.thumbprint();
+                    self.keys.get_or_parse(thumbprint.as_str(), || Ok(jwk))?
+                }
                 JwksLookup::NotFound => return invalid(Rejection::UnknownKey),
                 JwksLookup::Unavailable(why) => return invalid(Rejection::JwksUnavailable(why)),
             },
         };
-        let key = VerifyingKey::from_jwk(&jwk)
-            .ok_or_else(|| DomainError::Internal("stored key is unusable".into()))?;
-        if let Err(rejection) = parsed.verify_signature(jwk.curve(), &key) {
+        if let Err(rejection) = parsed.verify_signature(key.curve, &key.key) {
             return invalid(rejection);
         }
         let now = self.clock.now();
