@@ -29,8 +29,15 @@ async fn authorize(req: &Request, bearer: Bearer) -> poem::Result<EnterpriseAdmi
     let failures = req
         .data::<Limits>()
         .map(|limits| limits.auth_failures.clone());
-    if let (Some(client), Some(failures)) = (client, &failures) {
-        if let Some(wait) = failures.blocked(client) {
+    // A client over its limit of failed attempts gets 429 for every attempt that fails
+    // (a token that cannot even be well formed is refused without a lookup); a valid
+    // token still works, so a neighbour behind the same address is not locked out.
+    let blocked = match (client, &failures) {
+        (Some(client), Some(failures)) => failures.blocked(client),
+        _ => None,
+    };
+    if let Some(wait) = blocked {
+        if keyward_domain::auth::token_id(&bearer.token).is_none() {
             return Err(too_many_failures(wait));
         }
     }
@@ -41,6 +48,9 @@ async fn authorize(req: &Request, bearer: Bearer) -> poem::Result<EnterpriseAdmi
         (&result, client, &failures)
     {
         failures.record(client);
+        if let Some(wait) = blocked.or_else(|| failures.blocked(client)) {
+            return Err(too_many_failures(wait));
+        }
     }
     result.map_err(|err| ApiError::from(err).into_poem())
 }

@@ -83,7 +83,7 @@ impl Default for HttpSettings {
             max_body_bytes: 65_536,
             body_read_timeout: std::time::Duration::from_secs(10),
             max_concurrent_requests: 512,
-            auth_failure_limit: 20,
+            auth_failure_limit: 100,
         }
     }
 }

@@ -113,7 +113,7 @@ pub struct ServeArgs {
     /// Requests served at once; more get 503, 1-100000 [default: 512]
     #[arg(long, env = "KEYWARD_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<u32>,
-    /// Failed authentications per client address per minute before 429, 1-100000 [default: 20]
+    /// Failed authentications per client address per minute before 429, 1-100000 [default: 100]
     #[arg(long, env = "KEYWARD_AUTH_FAILURE_LIMIT")]
     pub auth_failure_limit: Option<u32>,
     /// Seconds requests in flight may run after SIGTERM, 0-300 [default: 10]

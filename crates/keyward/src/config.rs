@@ -167,7 +167,7 @@ impl Settings {
                 "auth_failure_limit",
                 args.auth_failure_limit
                     .or(file.auth_failure_limit)
-                    .unwrap_or(20),
+                    .unwrap_or(100),
                 1,
                 100_000,
             )?,
