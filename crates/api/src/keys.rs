@@ -90,6 +90,10 @@ error_responses!(
         Unauthorized = 401,
         /// Not an admin of this enterprise (`FORBIDDEN`).
         Forbidden = 403,
+        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
+        RequestTimeout = 408,
+        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
+        PayloadTooLarge = 413,
         /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
         TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
@@ -115,6 +119,10 @@ error_responses!(
         Forbidden = 403,
         /// No key with this keyId (`KEY_NOT_FOUND`).
         NotFound = 404,
+        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
+        RequestTimeout = 408,
+        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
+        PayloadTooLarge = 413,
         /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
         TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
@@ -142,6 +150,10 @@ error_responses!(
         NotFound = 404,
         /// The key is already revoked (`KEY_ALREADY_REVOKED`).
         Conflict = 409,
+        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
+        RequestTimeout = 408,
+        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
+        PayloadTooLarge = 413,
         /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
         TooManyRequests = 429,
         /// Internal error (`INTERNAL_ERROR`).
