@@ -200,11 +200,12 @@ pub fn unsupported_media_type() -> ApiError {
     )
 }
 
-/// Declares an operation's error responses: only the statuses it can answer, each with
-/// the error body, so the document lists exactly those. An error whose status the
+/// Declares an operation's error responses: the statuses particular to it, plus those
+/// every authenticated operation can answer (401, 403, 408, 413, 429, 500, 503), each
+/// with the error body, so the document lists exactly those. An error whose status the
 /// operation does not declare is a bug; it is logged and answered as a 500.
 macro_rules! error_responses {
-    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $status:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $status:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(poem_openapi::ApiResponse, Debug)]
         pub enum $name {
@@ -212,16 +213,44 @@ macro_rules! error_responses {
                 $(#[doc = $doc])*
                 #[oai(status = $status)]
                 $variant(poem_openapi::payload::Json<$crate::error::ErrorBody>),
-            )+
+            )*
+            /// Missing or invalid bearer token (`UNAUTHENTICATED`).
+            #[oai(status = 401)]
+            Unauthorized(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// Not an admin of this enterprise, or no such enterprise (`FORBIDDEN`).
+            #[oai(status = 403)]
+            Forbidden(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// The request body arrived too slowly (`REQUEST_TIMEOUT`).
+            #[oai(status = 408)]
+            RequestTimeout(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// The request body is over the size limit (`PAYLOAD_TOO_LARGE`).
+            #[oai(status = 413)]
+            PayloadTooLarge(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
+            #[oai(status = 429)]
+            TooManyRequests(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// Internal error (`INTERNAL_ERROR`); details are in the service log under the request id.
+            #[oai(status = 500)]
+            Internal(poem_openapi::payload::Json<$crate::error::ErrorBody>),
+            /// The database is unreachable, or the service is at its limit of requests in flight (`SERVICE_UNAVAILABLE`); retry.
+            #[oai(status = 503)]
+            Unavailable(poem_openapi::payload::Json<$crate::error::ErrorBody>),
         }
 
         impl From<$crate::error::ApiError> for $name {
             fn from(err: $crate::error::ApiError) -> Self {
                 match err.status.as_u16() {
-                    $( $status => Self::$variant(err.into_body()), )+
+                    $( $status => Self::$variant(err.into_body()), )*
+                    401 => Self::Unauthorized(err.into_body()),
+                    403 => Self::Forbidden(err.into_body()),
+                    408 => Self::RequestTimeout(err.into_body()),
+                    413 => Self::PayloadTooLarge(err.into_body()),
+                    429 => Self::TooManyRequests(err.into_body()),
+                    503 => Self::Unavailable(err.into_body()),
+                    500 => Self::Internal(err.into_body()),
                     other => {
                         tracing::error!(status = other, code = err.code, "undeclared error status for {}", stringify!($name));
-                        Self::from($crate::error::ApiError::internal())
+                        Self::Internal($crate::error::ApiError::internal().into_body())
                     }
                 }
             }

@@ -53,24 +53,10 @@ error_responses!(
     RegisterError {
         /// The body breaks a rule (`INVALID_REQUEST`, `INVALID_JWKS`, `INVALID_JWK`, `UNSUPPORTED_KEY_TYPE`, `PRIVATE_KEY_MATERIAL`, `ALGORITHM_MISMATCH`, `KEY_ID_MISMATCH`, `KEY_ID_REQUIRED`, `INVALID_KEY_ID`, `INVALID_JWKS_URI`), or the keyId was already used (`KEY_ID_ALREADY_USED`).
         BadRequest = 400,
-        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
-        Unauthorized = 401,
-        /// Not an admin of this enterprise (`FORBIDDEN`).
-        Forbidden = 403,
         /// The same public key is already registered (`KEY_ALREADY_REGISTERED`), or the active-key limit is reached (`ACTIVE_KEY_LIMIT_REACHED`).
         Conflict = 409,
-        /// The body arrived too slowly (`REQUEST_TIMEOUT`).
-        RequestTimeout = 408,
-        /// The body is over the size limit (`PAYLOAD_TOO_LARGE`).
-        PayloadTooLarge = 413,
         /// The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`).
         UnsupportedMediaType = 415,
-        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
-        TooManyRequests = 429,
-        /// Internal error (`INTERNAL_ERROR`); details are in the service log under the request id.
-        Internal = 500,
-        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
-        Unavailable = 503,
     }
 );
 
@@ -86,20 +72,6 @@ error_responses!(
     ListError {
         /// A query parameter is out of range (`INVALID_REQUEST`).
         BadRequest = 400,
-        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
-        Unauthorized = 401,
-        /// Not an admin of this enterprise (`FORBIDDEN`).
-        Forbidden = 403,
-        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
-        RequestTimeout = 408,
-        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
-        PayloadTooLarge = 413,
-        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
-        TooManyRequests = 429,
-        /// Internal error (`INTERNAL_ERROR`).
-        Internal = 500,
-        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
-        Unavailable = 503,
     }
 );
 
@@ -113,22 +85,8 @@ enum GetResponse {
 error_responses!(
     /// Why a key could not be read.
     GetError {
-        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
-        Unauthorized = 401,
-        /// Not an admin of this enterprise (`FORBIDDEN`).
-        Forbidden = 403,
         /// No key with this keyId (`KEY_NOT_FOUND`).
         NotFound = 404,
-        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
-        RequestTimeout = 408,
-        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
-        PayloadTooLarge = 413,
-        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
-        TooManyRequests = 429,
-        /// Internal error (`INTERNAL_ERROR`).
-        Internal = 500,
-        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
-        Unavailable = 503,
     }
 );
 
@@ -142,24 +100,10 @@ enum RevokeResponse {
 error_responses!(
     /// Why a revocation was refused.
     RevokeError {
-        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
-        Unauthorized = 401,
-        /// Not an admin of this enterprise (`FORBIDDEN`).
-        Forbidden = 403,
         /// No key with this keyId was ever registered (`KEY_NOT_FOUND`).
         NotFound = 404,
         /// The key is already revoked (`KEY_ALREADY_REVOKED`).
         Conflict = 409,
-        /// A body arrived too slowly (`REQUEST_TIMEOUT`); this operation takes none.
-        RequestTimeout = 408,
-        /// A body over the size limit (`PAYLOAD_TOO_LARGE`); this operation takes none.
-        PayloadTooLarge = 413,
-        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
-        TooManyRequests = 429,
-        /// Internal error (`INTERNAL_ERROR`).
-        Internal = 500,
-        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
-        Unavailable = 503,
     }
 );
 

@@ -142,22 +142,8 @@ error_responses!(
     VerifyError {
         /// The body is not `{token, evaluationId}` (`INVALID_REQUEST`).
         BadRequest = 400,
-        /// Missing or invalid bearer token (`UNAUTHENTICATED`).
-        Unauthorized = 401,
-        /// Not an admin of this enterprise (`FORBIDDEN`).
-        Forbidden = 403,
-        /// The body arrived too slowly (`REQUEST_TIMEOUT`).
-        RequestTimeout = 408,
-        /// The body is over the size limit (`PAYLOAD_TOO_LARGE`).
-        PayloadTooLarge = 413,
         /// The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`).
         UnsupportedMediaType = 415,
-        /// Too many failed authentication attempts from this address (`TOO_MANY_REQUESTS`); see `Retry-After`.
-        TooManyRequests = 429,
-        /// Internal error (`INTERNAL_ERROR`).
-        Internal = 500,
-        /// The database is unreachable (`SERVICE_UNAVAILABLE`); retry.
-        Unavailable = 503,
     }
 );
 
