@@ -289,11 +289,6 @@ impl Thumbprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Wraps a stored thumbprint.
-    pub fn from_stored(raw: String) -> Self {
-        Self(raw)
-    }
 }
 
 fn curve_of(raw: &Map<String, Value>) -> Result<Curve, DomainError> {

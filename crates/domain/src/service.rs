@@ -132,10 +132,6 @@ impl KeyService {
         self
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Checks the bearer token, then that its holder administers `enterprise`.
     /// A bad token is `Unauthenticated` whatever the enterprise; an unknown enterprise is
     /// `Forbidden`, exactly like one the caller does not administer.

@@ -647,46 +647,20 @@ fn contract_on_postgres() {
 /// Two `keyward serve` processes on one database: an evaluation verifies once across
 /// both, and a revocation answered by one is honoured by the other at once.
 fn run_two_processes(db: &str) {
-    cli(db, &["admin", "enterprise", "create", "acme"]);
-    cli(db, &["admin", "user", "create", "alice@acme.test"]);
-    cli(
-        db,
-        &[
-            "admin",
-            "member",
-            "add",
-            "acme",
-            "alice@acme.test",
-            "--role",
-            "admin",
-        ],
-    );
-    let token = cli(db, &["admin", "token", "issue", "alice@acme.test"])
-        .lines()
-        .last()
-        .expect("token")
-        .to_owned();
+    let token = support::bootstrap(db);
     let (one, two) = (start(db, &[]), start(db, &[]));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let post = |server: &Server, path: &str, body: &str| -> (u16, Value) {
-        let mut resp = agent
-            .post(&format!("{}{BASE}/enterprises/acme/{path}", server.url("")))
-            .header("authorization", &format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .send(body)
-            .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_json().unwrap_or(Value::Null))
-    };
-    let key = json!({"jwks": {"keys": [ed25519_jwk(1)]}, "keyId": "shared"}).to_string();
-    assert_eq!(post(&one, "webhooks/keys", &key).0, 201);
-    let verify = |server: &Server, evaluation: &str| {
-        let body = json!({"token": sign(1, "shared", evaluation, 200), "evaluationId": evaluation})
-            .to_string();
-        post(server, "webhooks/responses/verify", &body).1
+    let keys = "/api/policy/v1/enterprises/acme/webhooks/keys";
+    let key = json!({"jwks": {"keys": [support::jwk(1)]}, "keyId": "shared"});
+    assert_eq!(
+        support::send("POST", &one.url(keys), Some(&token), Some(&key)).0,
+        201
+    );
+    let verify = |server: &Server, evaluation: &str| -> Value {
+        let body =
+            json!({"token": support::sign(1, "shared", evaluation), "evaluationId": evaluation});
+        let url = server.url("/api/policy/v1/enterprises/acme/webhooks/responses/verify");
+        let (_, _, text) = support::send("POST", &url, Some(&token), Some(&body));
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     };
     for i in 0..10 {
         let evaluation = format!("eval-{i}");
@@ -698,20 +672,13 @@ fn run_two_processes(db: &str) {
         assert_eq!(verify(first, &evaluation)["valid"], true);
         assert_eq!(verify(second, &evaluation)["reason"], "REPLAYED");
     }
-    let mut resp = agent
-        .delete(&format!(
-            "{}{BASE}/enterprises/acme/webhooks/keys/shared",
-            one.url("")
-        ))
-        .header("authorization", &format!("Bearer {token}"))
-        .call()
-        .expect("revoke");
-    assert_eq!(
-        resp.status().as_u16(),
-        200,
-        "{:?}",
-        resp.body_mut().read_to_string()
+    let (status, _, body) = support::send(
+        "DELETE",
+        &one.url(&format!("{keys}/shared")),
+        Some(&token),
+        None,
     );
+    assert_eq!(status, 200, "{body}");
     assert_eq!(verify(&two, "after-revoke")["reason"], "KEY_REVOKED");
 }
 

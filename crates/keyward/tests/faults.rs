@@ -91,13 +91,10 @@ fn check_consistency(db: &str) {
         .establish()
         .expect("connect");
     if url.is_sqlite() {
-        let rows: Vec<Text> = diesel::sql_query("PRAGMA integrity_check AS value")
-            .load(&mut conn)
-            .unwrap_or_else(|_| {
-                diesel::sql_query("SELECT integrity_check AS value FROM pragma_integrity_check")
-                    .load(&mut conn)
-                    .expect("integrity_check")
-            });
+        let rows: Vec<Text> =
+            diesel::sql_query("SELECT integrity_check AS value FROM pragma_integrity_check")
+                .load(&mut conn)
+                .expect("integrity_check");
         assert_eq!(
             rows.iter().map(|r| r.value.as_str()).collect::<Vec<_>>(),
             ["ok"]

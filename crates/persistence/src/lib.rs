@@ -26,6 +26,4 @@ pub enum StorageError {
     Connect(String),
     #[error("migration failed: {0}")]
     Migration(String),
-    #[error("database error: {0}")]
-    Query(String),
 }

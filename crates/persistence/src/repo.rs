@@ -50,10 +50,6 @@ impl Repository {
         Self { pool }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     fn conn(&self) -> Result<r2d2::PooledConnection<crate::ConnectionManager>, StoreError> {
         self.pool
             .get()
@@ -137,6 +133,15 @@ fn abort_error<O>(abort: Abort<O>) -> Result<O, StoreError> {
     match abort {
         Abort::Outcome(outcome) => Ok(outcome),
         Abort::Db(err) => Err(store_error(err)),
+    }
+}
+
+/// The outcome of an administrative insert: a unique constraint means it already exists.
+fn created(inserted: QueryResult<usize>) -> Result<AdminOutcome, StoreError> {
+    match inserted {
+        Ok(_) => Ok(AdminOutcome::Done),
+        Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
+        Err(err) => Err(store_error(err)),
     }
 }
 
@@ -586,11 +591,7 @@ impl AdminStore for Repository {
                 enterprises::created_at.eq(at.millis()),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(AdminOutcome::Done),
-            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
-            Err(err) => Err(store_error(err)),
-        }
+        created(inserted)
     }
 
     fn create_user(
@@ -607,11 +608,7 @@ impl AdminStore for Repository {
                 users::created_at.eq(at.millis()),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(AdminOutcome::Done),
-            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
-            Err(err) => Err(store_error(err)),
-        }
+        created(inserted)
     }
 
     fn set_membership(
@@ -682,11 +679,7 @@ impl AdminStore for Repository {
                 api_tokens::expires_at.eq(expires_at.map(Timestamp::millis)),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(AdminOutcome::Done),
-            Err(err) if is_unique_violation(&err) => Ok(AdminOutcome::AlreadyExists),
-            Err(err) => Err(store_error(err)),
-        }
+        created(inserted)
     }
 
     fn revoke_token(&self, id: &str, at: Timestamp) -> Result<AdminOutcome, StoreError> {
