@@ -9,7 +9,10 @@
 //!   PostgreSQL, the document check and the contract test
 //! - `fuzz TARGET [--seconds N]`  a bounded coverage-guided run of a fuzz target
 //!   (`token_parser`, `jwk_validator`, `register_body`), seeded from `fuzz/corpus`
-//! - `bench`              the benchmark suite (not built yet)
+//! - `bench [--quick] [--skip-scale]`  criterion's in-process view of verification, then
+//!   `keyward-bench`: the interleaved in-process ratios, HTTP load on loopback against the
+//!   release binary on SQLite and PostgreSQL, start-up, two processes and scale; prints
+//!   the table and writes `target/bench/report.md`. `--quick` is for development.
 
 use std::env;
 use std::net::{SocketAddr, TcpStream};
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
         Some("contract-test") => contract_test(),
         Some("test") => test(),
         Some("fuzz") => fuzz(&args[1..]),
-        Some("bench") => Err("the benchmark suite is not built yet".into()),
+        Some("bench") => bench(&args[1..]),
         _ => Err(
             "usage: cargo xtask <openapi [--check] | migrate | contract-test | test | bench>"
                 .into(),
@@ -43,6 +46,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Everything is built with the release profile: benchmarks measure what ships.
+fn bench(args: &[String]) -> Result {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "keyward", "-p", "keyward-bench"]);
+    run(build, "building the release binaries")?;
+    let mut criterion = cargo();
+    criterion.args(["bench", "-p", "keyward-bench", "--bench", "verify", "--"]);
+    if quick {
+        criterion.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+    }
+    run(criterion, "criterion: verification per curve")?;
+    let mut suite = Command::new(root().join("target/release/keyward-bench"));
+    suite.current_dir(root()).args(args);
+    run(
+        suite,
+        "keyward-bench: ratios, HTTP load, start-up, two processes, scale",
+    )
 }
 
 fn root() -> PathBuf {

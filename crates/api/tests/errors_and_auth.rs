@@ -53,6 +53,27 @@ on_both_backends! {
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
     }
 
+    a_reused_grant_ends_within_its_bound(db) {
+        // In service, a grant read from the database is reused for a bounded time; a
+        // revocation is refused by every server once that time has passed.
+        let h = Harness::with_options(db, Options { grant_cache_millis: 100, ..Options::default() });
+        let issued = h.admin_service.issue_token("admin@acme.test", None, [7; 40]).expect("token");
+        let ok = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        h.admin_service.revoke_token(&format!("kw_{}", issued.id)).expect("revoke");
+        let within = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(within.status, StatusCode::OK, "reused within the bound");
+        // The bearer's secret is still checked on every request.
+        let mut forged = issued.token.clone();
+        let last = forged.pop();
+        forged.push(if last == Some('A') { 'B' } else { 'A' });
+        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged), None).await;
+        assert_eq!(reply.error_code(), "UNAUTHENTICATED");
+        h.clock.set(1_768_213_800_000 + 100);
+        let after = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
+        assert_eq!(after.error_code(), "UNAUTHENTICATED", "refused once the bound has passed");
+    }
+
     forbidden_comes_before_body_validation_and_hides_enterprises(db) {
         let h = Harness::new(db);
         let bad_body = Some("{not json");

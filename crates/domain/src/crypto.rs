@@ -1,19 +1,20 @@
 //! Signature checks, one well-kept implementation per curve, on keys parsed once.
 //!
-//! Ed25519: `ed25519-dalek`'s strict verification (no malleable S, no small-order R or
-//! key). P-256 and P-384: `ring`, on the JWS raw `r‖s` form only. secp256k1: `k256`.
+//! Chosen by measuring (docs/performance.md): Ed25519, `ed25519-dalek`'s strict
+//! verification (no malleable S, no small-order R or key); P-256 and P-384, `aws-lc-rs`
+//! on keys parsed once, in the JWS raw `r‖s` form only; secp256k1, `k256`.
 //! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
 //! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
 
-use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
 
 use crate::jwk::{Curve, PublicJwk};
 
 /// A public key ready to check signatures.
 pub enum VerifyingKey {
     Ed25519(ed25519_dalek::VerifyingKey),
-    P256(UnparsedPublicKey<Vec<u8>>),
-    P384(UnparsedPublicKey<Vec<u8>>),
+    P256(ParsedPublicKey),
+    P384(ParsedPublicKey),
     Secp256k1(k256::ecdsa::VerifyingKey),
 }
 
@@ -45,14 +46,12 @@ impl VerifyingKey {
                     .ok()
                     .map(Self::Ed25519)
             }
-            Curve::P256 => Some(Self::P256(UnparsedPublicKey::new(
-                &ECDSA_P256_SHA256_FIXED,
-                sec1(),
-            ))),
-            Curve::P384 => Some(Self::P384(UnparsedPublicKey::new(
-                &ECDSA_P384_SHA384_FIXED,
-                sec1(),
-            ))),
+            Curve::P256 => ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, sec1())
+                .ok()
+                .map(Self::P256),
+            Curve::P384 => ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, sec1())
+                .ok()
+                .map(Self::P384),
             Curve::Secp256k1 => k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1())
                 .ok()
                 .map(Self::Secp256k1),
@@ -64,8 +63,8 @@ impl VerifyingKey {
         match self {
             Self::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
                 .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
-            Self::P256(key) => signature.len() == 64 && key.verify(message, signature).is_ok(),
-            Self::P384(key) => signature.len() == 96 && key.verify(message, signature).is_ok(),
+            Self::P256(key) => signature.len() == 64 && key.verify_sig(message, signature).is_ok(),
+            Self::P384(key) => signature.len() == 96 && key.verify_sig(message, signature).is_ok(),
             Self::Secp256k1(key) => {
                 use k256::ecdsa::signature::Verifier as _;
                 signature.len() == 64

@@ -34,11 +34,13 @@ impl fmt::Display for StrictJsonError {
 }
 
 /// Parses `bytes` into a [`Value`], refusing repeated members at any depth.
+///
+/// The path to a repeated member is assembled only when one is found, as the error
+/// unwinds through the enclosing containers, so well-formed input pays nothing for it.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
     let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = StrictSeed {
-        path: Vec::new(),
         duplicate: &duplicate,
     }
     .deserialize(&mut de)
@@ -46,34 +48,38 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
     match parsed {
         Ok(value) => Ok(value),
         Err(err) => match duplicate.into_inner() {
-            Some(pointer) => Err(StrictJsonError::DuplicateMember { pointer }),
+            Some(segments) => Err(StrictJsonError::DuplicateMember {
+                pointer: pointer(&segments),
+            }),
             None => Err(StrictJsonError::Syntax(err.to_string())),
         },
     }
 }
 
+/// The JSON Pointer of `segments`, which were collected innermost first.
+fn pointer(segments: &[String]) -> String {
+    segments
+        .iter()
+        .rev()
+        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// The segments from the repeated member outwards, once one has been found.
+type DuplicatePath = RefCell<Option<Vec<String>>>;
+
+#[derive(Clone, Copy)]
 struct StrictSeed<'a> {
-    path: Vec<String>,
-    duplicate: &'a RefCell<Option<String>>,
+    duplicate: &'a DuplicatePath,
 }
 
 impl StrictSeed<'_> {
-    fn child(&self, segment: String) -> Self {
-        let mut path = self.path.clone();
-        path.push(segment);
-        StrictSeed {
-            path,
-            duplicate: self.duplicate,
+    /// Adds the segment of the container member whose value failed, if the failure was a
+    /// repeated member further in.
+    fn enclosing(&self, segment: impl FnOnce() -> String) {
+        if let Some(segments) = self.duplicate.borrow_mut().as_mut() {
+            segments.push(segment());
         }
-    }
-
-    fn pointer(&self, last: &str) -> String {
-        self.path
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(last))
-            .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
-            .collect()
     }
 }
 
@@ -126,22 +132,34 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self.child(items.len().to_string()))? {
-            items.push(item);
+        loop {
+            match seq.next_element_seed(self) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => return Ok(Value::Array(items)),
+                Err(err) => {
+                    self.enclosing(|| items.len().to_string());
+                    return Err(err);
+                }
+            }
         }
-        Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(name) = map.next_key::<String>()? {
             if members.contains_key(&name) {
-                let pointer = self.pointer(&name);
-                *self.duplicate.borrow_mut() = Some(pointer.clone());
-                return Err(de::Error::custom(format!("duplicate member {pointer}")));
+                *self.duplicate.borrow_mut() = Some(vec![name]);
+                return Err(de::Error::custom("duplicate member"));
             }
-            let value = map.next_value_seed(self.child(name.clone()))?;
-            members.insert(name, value);
+            match map.next_value_seed(self) {
+                Ok(value) => {
+                    members.insert(name, value);
+                }
+                Err(err) => {
+                    self.enclosing(|| name);
+                    return Err(err);
+                }
+            }
         }
         Ok(Value::Object(members))
     }

@@ -6,6 +6,7 @@
 //! repeated `key_ops` value that a set swallows, a padded or non-canonical base64url
 //! coordinate that decodes to the same bytes (and so would give one key two thumbprints).
 
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jose_jwk::{EcCurves, Key, OkpCurves};
@@ -430,8 +431,9 @@ fn check_point(curve: Curve, x: &[u8], y: Option<&[u8]>) -> Result<(), DomainErr
             sec1.extend_from_slice(x);
             sec1.extend_from_slice(y);
             let valid = match curve {
-                Curve::P256 => p256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
-                Curve::P384 => p384::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+                // aws-lc refuses a point that is not on the curve (or is infinity).
+                Curve::P256 => ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sec1).is_ok(),
+                Curve::P384 => ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &sec1).is_ok(),
                 _ => k256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
             };
             if valid {

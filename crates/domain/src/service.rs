@@ -1,11 +1,14 @@
 //! The use cases: authorize, register, list, get and revoke keys, and the operator's
 //! administration. Each is a plain method over the ports; none does IO of its own.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::auth::{token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role};
+use crate::auth::{
+    token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role, TokenGrant,
+};
 use crate::crypto::VerifyingKey;
 use crate::ids::{Email, EnterpriseId, KeyId};
 use crate::jwk::{Curve, PublicJwk};
@@ -28,7 +31,15 @@ pub struct Policy {
     pub insecure_jwks_hosts: InsecureHosts,
     /// How far a token's `iat` may be from now, and how late `exp`/`nbf` may be honoured.
     pub clock_skew_seconds: i64,
+    /// How long a bearer token's grant (hash, expiry, revocation, role) read from the
+    /// store is reused; 0 reads it on every request. See [`GRANT_CACHE_MILLIS`].
+    pub grant_cache_millis: i64,
 }
+
+/// How long a server reuses a bearer token's grant. A revoked token or a changed
+/// membership is therefore refused by every server within this bound; the admin
+/// commands that make such changes return only after it has passed.
+pub const GRANT_CACHE_MILLIS: i64 = 100;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -36,6 +47,7 @@ impl Default for Policy {
             max_active_keys: 20,
             insecure_jwks_hosts: InsecureHosts::default(),
             clock_skew_seconds: 300,
+            grant_cache_millis: GRANT_CACHE_MILLIS,
         }
     }
 }
@@ -57,18 +69,22 @@ pub const LIST_LIMIT_MAX: u32 = 100;
 pub const LIST_LIMIT_DEFAULT: u32 = 50;
 
 /// Public keys ready to verify, by RFC 7638 thumbprint. Key material never changes
-/// under a thumbprint, so entries never go stale; whether a key may be used is read from
-/// the store on every verification, never from here.
+/// under a thumbprint, so entries never go stale.
 #[derive(Default)]
-struct ParsedKeys(std::sync::Mutex<std::collections::HashMap<String, Arc<ParsedKey>>>);
+struct ParsedKeys(Mutex<HashMap<String, Arc<ParsedKey>>>);
 
 struct ParsedKey {
     curve: Curve,
     key: VerifyingKey,
 }
 
-/// Parsed keys kept at most; past it the cache starts over (cheap: one parse per key).
-const PARSED_KEYS_MAX: usize = 10_000;
+/// Entries kept at most by each cache; past it the cache starts over (a miss costs one
+/// store read and one key parse). Bounds memory whatever the number of keys.
+const CACHE_ENTRIES_MAX: usize = 4096;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl ParsedKeys {
     fn get_or_parse(
@@ -76,12 +92,7 @@ impl ParsedKeys {
         thumbprint: &str,
         jwk: impl FnOnce() -> Result<PublicJwk, DomainError>,
     ) -> Result<Arc<ParsedKey>, DomainError> {
-        if let Some(found) = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(thumbprint)
-        {
+        if let Some(found) = lock(&self.0).get(thumbprint) {
             return Ok(found.clone());
         }
         let jwk = jwk()?;
@@ -91,8 +102,8 @@ impl ParsedKeys {
             curve: jwk.curve(),
             key,
         });
-        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= PARSED_KEYS_MAX {
+        let mut keys = lock(&self.0);
+        if keys.len() >= CACHE_ENTRIES_MAX {
             keys.clear();
         }
         keys.insert(thumbprint.to_owned(), parsed.clone());
@@ -100,11 +111,87 @@ impl ParsedKeys {
     }
 }
 
+/// Keys found ACTIVE, by enterprise and keyId, so that a verification needs no store
+/// read before its replay record. A keyId is never reused and a key never comes back
+/// from revocation, so an entry can only be stale by still saying ACTIVE after a
+/// revocation, and the replay record's transaction re-checks exactly that: a revoked key
+/// never verifies. Entries are dropped when a revocation is seen.
+#[derive(Default)]
+struct ActiveKeys(Mutex<HashMap<(EnterpriseId, String), Arc<ActiveKey>>>);
+
+struct ActiveKey {
+    key_id: String,
+    source: ActiveSource,
+}
+
+enum ActiveSource {
+    Inline(Arc<ParsedKey>),
+    JwksUri(String),
+}
+
+impl ActiveKeys {
+    fn get(&self, enterprise: &EnterpriseId, kid: &str) -> Option<Arc<ActiveKey>> {
+        lock(&self.0)
+            .get(&(enterprise.clone(), kid.to_owned()))
+            .cloned()
+    }
+
+    fn insert(&self, enterprise: &EnterpriseId, key: Arc<ActiveKey>) {
+        let mut keys = lock(&self.0);
+        if keys.len() >= CACHE_ENTRIES_MAX {
+            keys.clear();
+        }
+        keys.insert((enterprise.clone(), key.key_id.clone()), key);
+    }
+
+    fn forget(&self, enterprise: &EnterpriseId, kid: &str) {
+        lock(&self.0).remove(&(enterprise.clone(), kid.to_owned()));
+    }
+}
+
+/// Grants read from the store, by token id and enterprise, with when they were read.
+/// Only grants that exist are kept; the bearer's secret is checked against the stored
+/// hash on every request, and expiry against the clock.
+#[derive(Default)]
+struct Grants(Mutex<HashMap<(String, String), (TokenGrant, Timestamp)>>);
+
+impl Grants {
+    fn get(
+        &self,
+        token_id: &str,
+        enterprise: &str,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Option<TokenGrant> {
+        let grants = lock(&self.0);
+        let (grant, read_at) = grants.get(&(token_id.to_owned(), enterprise.to_owned()))?;
+        let age = now.millis() - read_at.millis();
+        ((0..ttl).contains(&age)).then(|| grant.clone())
+    }
+
+    fn insert(&self, token_id: &str, enterprise: &str, grant: TokenGrant, now: Timestamp) {
+        let mut grants = lock(&self.0);
+        if grants.len() >= CACHE_ENTRIES_MAX {
+            grants.clear();
+        }
+        grants.insert((token_id.to_owned(), enterprise.to_owned()), (grant, now));
+    }
+}
+
+/// A token whose signature and claims are good, not yet recorded against replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedToken {
+    pub key_id: String,
+    pub status_code: i64,
+}
+
 /// Key management and verification for enterprise admins.
 pub struct KeyService {
     store: Arc<dyn KeyStore>,
     verifications: Arc<dyn VerificationStore>,
     keys: ParsedKeys,
+    active: ActiveKeys,
+    grants: Grants,
     jwks: Arc<dyn JwksSource>,
     clock: Arc<dyn Clock>,
     policy: Policy,
@@ -120,6 +207,8 @@ impl KeyService {
             store: store.clone(),
             verifications: store,
             keys: ParsedKeys::default(),
+            active: ActiveKeys::default(),
+            grants: Grants::default(),
             jwks: Arc::new(NoJwksSource),
             clock,
             policy,
@@ -140,6 +229,9 @@ impl KeyService {
         bearer: &str,
         enterprise: &str,
     ) -> Result<EnterpriseAdmin, DomainError> {
+        if let Some(decided) = self.authorize_cached(bearer, enterprise) {
+            return decided;
+        }
         let id = token_id(bearer).ok_or(DomainError::Unauthenticated)?;
         // An impossible enterprise id still costs the token lookup, so that a bad token
         // is reported as such before anything is said about the enterprise.
@@ -148,10 +240,43 @@ impl KeyService {
             .store
             .token_grant(id, enterprise_id.as_ref())?
             .ok_or(DomainError::Unauthenticated)?;
-        if !grant.is_valid_for(bearer, self.clock.now()) {
+        let now = self.clock.now();
+        if self.policy.grant_cache_millis > 0 {
+            self.grants.insert(id, enterprise, grant.clone(), now);
+        }
+        Self::decide(&grant, bearer, enterprise_id, now)
+    }
+
+    /// [`Self::authorize`] from a grant read recently, without the store; `None` when
+    /// the store must be asked (so a caller can do that off its event loop).
+    pub fn authorize_cached(
+        &self,
+        bearer: &str,
+        enterprise: &str,
+    ) -> Option<Result<EnterpriseAdmin, DomainError>> {
+        let id = token_id(bearer)?;
+        let now = self.clock.now();
+        let grant = self
+            .grants
+            .get(id, enterprise, now, self.policy.grant_cache_millis)?;
+        Some(Self::decide(
+            &grant,
+            bearer,
+            EnterpriseId::parse(enterprise),
+            now,
+        ))
+    }
+
+    fn decide(
+        grant: &TokenGrant,
+        bearer: &str,
+        enterprise: Option<EnterpriseId>,
+        now: Timestamp,
+    ) -> Result<EnterpriseAdmin, DomainError> {
+        if !grant.is_valid_for(bearer, now) {
             return Err(DomainError::Unauthenticated);
         }
-        match (enterprise_id, grant.role) {
+        match (enterprise, grant.role) {
             (Some(enterprise), Some(Role::Admin)) => Ok(EnterpriseAdmin {
                 enterprise,
                 email: Email::parse(&grant.email)
@@ -280,62 +405,108 @@ impl KeyService {
         self.verify(admin, &request.token, &request.evaluation_id)
     }
 
-    /// Verifies `token` as the answer to `evaluation_id`.
+    /// Verifies `token` as the answer to `evaluation_id`: [`Self::check`], then the
+    /// durable replay record, whose transaction also re-checks that the key is active.
     pub fn verify(
         &self,
         admin: &EnterpriseAdmin,
         token: &str,
         evaluation_id: &str,
     ) -> Result<Verification, DomainError> {
-        let invalid = |r: Rejection| Ok(Verification::Invalid(r));
-        let parsed = match verify::parse(token) {
-            Ok(parsed) => parsed,
-            Err(rejection) => return invalid(rejection),
+        let checked = match self.check(admin, token, evaluation_id)? {
+            Ok(checked) => checked,
+            Err(rejection) => return Ok(Verification::Invalid(rejection)),
         };
-        let Some(stored) = self.store.get_key(&admin.enterprise, parsed.kid.as_str())? else {
-            return invalid(Rejection::UnknownKey);
-        };
-        if stored.status == KeyStatus::Revoked {
-            return invalid(Rejection::KeyRevoked);
-        }
-        let key = match &stored.source {
-            KeySource::Inline {
-                jwk, thumbprint, ..
-            } => self
-                .keys
-                .get_or_parse(thumbprint, || PublicJwk::from_stored(jwk))?,
-            KeySource::JwksUri(uri) => match self.jwks.find(uri, parsed.kid.as_str()) {
-                JwksLookup::Found(jwk) => {
-                    let thumbprint = jwk.thumbprint();
-                    self.keys.get_or_parse(thumbprint.as_str(), || Ok(jwk))?
-                }
-                JwksLookup::NotFound => return invalid(Rejection::UnknownKey),
-                JwksLookup::Unavailable(why) => return invalid(Rejection::JwksUnavailable(why)),
-            },
-        };
-        if let Err(rejection) = parsed.verify_signature(key.curve, &key.key) {
-            return invalid(rejection);
-        }
         let now = self.clock.now();
-        let answer = match parsed.check_claims(evaluation_id, now, self.policy.clock_skew_seconds) {
-            Ok(answer) => answer,
-            Err(rejection) => return invalid(rejection),
-        };
         let keep_until = now.plus_seconds(REPLAY_RETENTION_SECONDS);
         match self.verifications.record_verification(
             &admin.enterprise,
             evaluation_id,
-            &stored.key_id,
+            &checked.key_id,
             now,
             keep_until,
         )? {
             RecordOutcome::Recorded => Ok(Verification::Valid {
-                key_id: stored.key_id,
-                status_code: answer.status_code,
+                key_id: checked.key_id,
+                status_code: checked.status_code,
             }),
-            RecordOutcome::Replayed => invalid(Rejection::Replayed),
-            RecordOutcome::KeyRevoked => invalid(Rejection::KeyRevoked),
+            RecordOutcome::Replayed => Ok(Verification::Invalid(Rejection::Replayed)),
+            RecordOutcome::KeyRevoked => {
+                self.active.forget(&admin.enterprise, &checked.key_id);
+                Ok(Verification::Invalid(Rejection::KeyRevoked))
+            }
         }
+    }
+
+    /// Everything of a verification but the replay record: the token's shape and header,
+    /// its key (from memory once seen active), the signature and the claims. No write.
+    pub fn check(
+        &self,
+        admin: &EnterpriseAdmin,
+        token: &str,
+        evaluation_id: &str,
+    ) -> Result<Result<CheckedToken, Rejection>, DomainError> {
+        let parsed = match verify::parse(token) {
+            Ok(parsed) => parsed,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let active = match self.active.get(&admin.enterprise, parsed.kid.as_str()) {
+            Some(active) => active,
+            None => match self.load_active(admin, &parsed.kid)? {
+                Ok(active) => active,
+                Err(rejection) => return Ok(Err(rejection)),
+            },
+        };
+        let key = match &active.source {
+            ActiveSource::Inline(key) => key.clone(),
+            ActiveSource::JwksUri(uri) => match self.jwks.find(uri, parsed.kid.as_str()) {
+                JwksLookup::Found(jwk) => {
+                    let thumbprint = jwk.thumbprint();
+                    self.keys.get_or_parse(thumbprint.as_str(), || Ok(jwk))?
+                }
+                JwksLookup::NotFound => return Ok(Err(Rejection::UnknownKey)),
+                JwksLookup::Unavailable(why) => return Ok(Err(Rejection::JwksUnavailable(why))),
+            },
+        };
+        if let Err(rejection) = parsed.verify_signature(key.curve, &key.key) {
+            return Ok(Err(rejection));
+        }
+        let now = self.clock.now();
+        Ok(parsed
+            .check_claims(evaluation_id, now, self.policy.clock_skew_seconds)
+            .map(|answer| CheckedToken {
+                key_id: active.key_id.clone(),
+                status_code: answer.status_code,
+            }))
+    }
+
+    /// Reads a key from the store; remembers it if it is active.
+    fn load_active(
+        &self,
+        admin: &EnterpriseAdmin,
+        kid: &KeyId,
+    ) -> Result<Result<Arc<ActiveKey>, Rejection>, DomainError> {
+        let Some(stored) = self.store.get_key(&admin.enterprise, kid.as_str())? else {
+            return Ok(Err(Rejection::UnknownKey));
+        };
+        if stored.status == KeyStatus::Revoked {
+            return Ok(Err(Rejection::KeyRevoked));
+        }
+        let source = match &stored.source {
+            KeySource::Inline {
+                jwk, thumbprint, ..
+            } => ActiveSource::Inline(
+                self.keys
+                    .get_or_parse(thumbprint, || PublicJwk::from_stored(jwk))?,
+            ),
+            KeySource::JwksUri(uri) => ActiveSource::JwksUri(uri.clone()),
+        };
+        let active = Arc::new(ActiveKey {
+            key_id: stored.key_id,
+            source,
+        });
+        self.active.insert(&admin.enterprise, active.clone());
+        Ok(Ok(active))
     }
 
     /// Deletes expired replay records; for a periodic background task.
@@ -360,7 +531,10 @@ impl KeyService {
             .store
             .revoke_key(&admin.enterprise, &key_id, self.clock.now(), &audit)?
         {
-            RevokeOutcome::Revoked(key) => Ok(*key),
+            RevokeOutcome::Revoked(key) => {
+                self.active.forget(&admin.enterprise, key_id.as_str());
+                Ok(*key)
+            }
             RevokeOutcome::NotFound => Err(not_found()),
             RevokeOutcome::AlreadyRevoked => {
                 Err(DomainError::KeyAlreadyRevoked(key_id.as_str().to_owned()))

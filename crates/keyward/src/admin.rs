@@ -42,6 +42,7 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
             admin
                 .add_member(&enterprise_id, &email, &role)
                 .map_err(fail)?;
+            wait_for_servers();
             println!("{email} is now {role} of {enterprise_id}");
         }
         AdminCommand::Token(TokenCommand::Issue { email, ttl }) => {
@@ -57,6 +58,7 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
         }
         AdminCommand::Token(TokenCommand::Revoke { token_prefix_or_id }) => {
             let id = admin.revoke_token(&token_prefix_or_id).map_err(fail)?;
+            wait_for_servers();
             println!("revoked token kw_{id}");
         }
         AdminCommand::Audit {
@@ -94,4 +96,12 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Waits until every running server has dropped grants it read before this change
+/// (they reuse one for at most `GRANT_CACHE_MILLIS`), so that when the command returns,
+/// a revoked token or a lowered role is refused everywhere.
+fn wait_for_servers() {
+    let millis = u64::try_from(keyward_domain::GRANT_CACHE_MILLIS).unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(millis + 20));
 }

@@ -43,6 +43,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         max_active_keys: args.max_active_keys,
         insecure_jwks_hosts: InsecureHosts::new(&args.allow_insecure_jwks_hosts),
         clock_skew_seconds: i64::try_from(args.clock_skew).unwrap_or(300),
+        ..Policy::default()
     };
     if !policy.insecure_jwks_hosts.hosts().is_empty() {
         tracing::warn!(hosts = ?policy.insecure_jwks_hosts.hosts(), "insecure jwksUri hosts allowed: development and tests only");

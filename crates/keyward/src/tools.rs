@@ -5,6 +5,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keyward_domain::json::parse_strict;
@@ -45,34 +46,80 @@ fn random<const N: usize>() -> Result<[u8; N], String> {
     Ok(bytes)
 }
 
-/// A fresh key on a RustCrypto curve: `(crv, kty, x, y, d)`. Random bytes that are not
-/// a valid scalar (vanishingly rare) are drawn again.
-macro_rules! ec_key {
-    ($curve:ident, $crv:literal, $len:literal) => {{
-        let key = loop {
-            if let Ok(key) = $curve::SecretKey::from_slice(&random::<$len>()?) {
-                break key;
-            }
-        };
-        let point = $curve::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-            &key.public_key(),
-            false,
-        );
-        let x = point.x().map(|v| v.to_vec()).unwrap_or_default();
-        let y = point.y().map(|v| v.to_vec());
-        ($crv, "EC", x, y, key.to_bytes().to_vec())
-    }};
+/// A fresh key on a NIST curve, by aws-lc: `(crv, kty, x, y, d)`.
+fn nist_key(
+    alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    crv: &'static str,
+    len: usize,
+) -> Result<KeyParts, String> {
+    use aws_lc_rs::encoding::AsBigEndian as _;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _};
+    let pair = EcdsaKeyPair::generate(alg).map_err(|_| "could not generate a key".to_owned())?;
+    let d = pair
+        .private_key()
+        .as_be_bytes()
+        .map_err(|_| "could not export the key".to_owned())?;
+    // Uncompressed SEC1: 0x04, then x and y.
+    let point = pair.public_key().as_ref();
+    Ok((
+        crv,
+        "EC",
+        point[1..1 + len].to_vec(),
+        Some(point[1 + len..].to_vec()),
+        d.as_ref().to_vec(),
+    ))
 }
 
-/// Signs `input` with the scalar `d` of a RustCrypto curve, in raw `r‖s` form.
-macro_rules! ec_sign {
-    ($curve:ident, $jwk:expr, $len:literal, $input:expr) => {{
-        use $curve::ecdsa::signature::Signer as _;
-        let key = $curve::ecdsa::SigningKey::from_slice(&scalar::<$len>($jwk)?)
-            .map_err(|_| format!("the key file's 'd' is not a {} key", stringify!($curve)))?;
-        let signature: $curve::ecdsa::Signature = key.sign($input);
-        signature.to_bytes().to_vec()
-    }};
+/// `(crv, kty, x, y, d)` of a fresh key.
+type KeyParts = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+);
+
+/// A fresh secp256k1 key.
+fn secp256k1_key() -> Result<KeyParts, String> {
+    let key = loop {
+        if let Ok(key) = k256::ecdsa::SigningKey::from_slice(&random::<32>()?) {
+            break key;
+        }
+    };
+    let point = key.verifying_key().to_sec1_point(false);
+    let point = point.as_bytes();
+    Ok((
+        "secp256k1",
+        "EC",
+        point[1..33].to_vec(),
+        Some(point[33..].to_vec()),
+        key.to_bytes().to_vec(),
+    ))
+}
+
+/// Signs `input` with a NIST-curve private JWK, in raw `r‖s` form.
+fn nist_sign(
+    alg: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    jwk: &Map<String, Value>,
+    input: &[u8],
+) -> Result<Vec<u8>, String> {
+    let coordinate = |name| {
+        URL_SAFE_NO_PAD
+            .decode(member(jwk, name)?)
+            .map_err(|_| format!("the key file's '{name}' is not base64url"))
+    };
+    let mut public = vec![0x04];
+    public.extend(coordinate("x")?);
+    public.extend(coordinate("y")?);
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        alg,
+        &coordinate("d")?,
+        &public,
+    )
+    .map_err(|_| "the key file's 'd' does not match its public key".to_owned())?;
+    pair.sign(&aws_lc_rs::rand::SystemRandom::new(), input)
+        .map(|signature| signature.as_ref().to_vec())
+        .map_err(|_| "could not sign".to_owned())
 }
 
 /// A fresh private JWK for `alg`.
@@ -88,9 +135,9 @@ fn generate(alg: Alg, kid: &str) -> Result<Value, String> {
                 key.to_bytes().to_vec(),
             )
         }
-        Alg::Es256 => ec_key!(p256, "P-256", 32),
-        Alg::Es384 => ec_key!(p384, "P-384", 48),
-        Alg::Es256k => ec_key!(k256, "secp256k1", 32),
+        Alg::Es256 => nist_key(&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)?,
+        Alg::Es384 => nist_key(&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)?,
+        Alg::Es256k => secp256k1_key()?,
     };
     let mut jwk =
         json!({"kty": kty, "crv": crv, "x": b64(&x), "kid": kid, "alg": alg.name(), "use": "sig"});
@@ -196,9 +243,15 @@ pub fn sign(
             let key = ed25519_dalek::SigningKey::from_bytes(&scalar::<32>(&jwk)?);
             key.sign(input.as_bytes()).to_bytes().to_vec()
         }
-        "P-256" => ec_sign!(p256, &jwk, 32, input.as_bytes()),
-        "P-384" => ec_sign!(p384, &jwk, 48, input.as_bytes()),
-        _ => ec_sign!(k256, &jwk, 32, input.as_bytes()),
+        "P-256" => nist_sign(&ECDSA_P256_SHA256_FIXED_SIGNING, &jwk, input.as_bytes())?,
+        "P-384" => nist_sign(&ECDSA_P384_SHA384_FIXED_SIGNING, &jwk, input.as_bytes())?,
+        _ => {
+            use k256::ecdsa::signature::Signer as _;
+            let key = k256::ecdsa::SigningKey::from_slice(&scalar::<32>(&jwk)?)
+                .map_err(|_| "the key file's 'd' is not a secp256k1 key".to_owned())?;
+            let signature: k256::ecdsa::Signature = key.sign(input.as_bytes());
+            signature.to_bytes().to_vec()
+        }
     };
     Ok(format!("{input}.{}", b64(&signature)))
 }

@@ -22,6 +22,7 @@ use crate::schema::{
 #[derive(Clone)]
 pub struct Repository {
     pool: Pool,
+    replays: std::sync::Arc<crate::replay::ReplayWriter>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -34,7 +35,7 @@ impl std::fmt::Debug for Repository {
 
 /// Why a write transaction stopped early: a rule outcome (rolled back on purpose) or a
 /// database failure.
-enum Abort<T> {
+pub(crate) enum Abort<T> {
     Outcome(T),
     Db(DieselError),
 }
@@ -46,8 +47,11 @@ impl<T> From<DieselError> for Abort<T> {
 }
 
 impl Repository {
+    /// The repository over `pool`, with its replay record writer (one thread, started
+    /// by the first verification).
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        let replays = std::sync::Arc::new(crate::replay::ReplayWriter::new(pool.clone()));
+        Self { pool, replays }
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<crate::ConnectionManager>, StoreError> {
@@ -76,7 +80,7 @@ impl ReadinessProbe for Repository {
 /// Runs `f` in a write transaction. On SQLite the transaction takes the write lock at
 /// its start (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
 /// instead of failing when they upgrade a read lock.
-fn write_tx<T, O>(
+pub(crate) fn write_tx<T, O>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
 ) -> Result<T, Abort<O>> {
@@ -103,7 +107,7 @@ fn write_tx<T, O>(
 
 /// Maps a Diesel failure: lost connections and lock timeouts are "unavailable" (worth a
 /// retry); everything else is internal.
-fn store_error(err: DieselError) -> StoreError {
+pub(crate) fn store_error(err: DieselError) -> StoreError {
     match &err {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -486,16 +490,6 @@ impl KeyStore for Repository {
     }
 }
 
-/// How often at most a key's `last_verified_at` is written: often enough to tell an
-/// operator the key is in use, rarely enough that verifications do not queue on it.
-const LAST_VERIFIED_RESOLUTION_MS: i64 = 60_000;
-
-#[derive(QueryableByName)]
-struct StatusRow {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    status: String,
-}
-
 impl VerificationStore for Repository {
     fn record_verification(
         &self,
@@ -505,63 +499,14 @@ impl VerificationStore for Repository {
         at: Timestamp,
         keep_until: Timestamp,
     ) -> Result<RecordOutcome, StoreError> {
-        let mut conn = self.conn()?;
-        let enterprise = enterprise.as_str();
-        let done = write_tx(&mut conn, |conn| {
-            // On PostgreSQL the shared row lock makes a concurrent revocation wait for
-            // this transaction; on SQLite the write lock taken at BEGIN does the same.
-            let lock = match conn {
-                DbConnection::Postgres(_) => " FOR SHARE",
-                DbConnection::Sqlite(_) => "",
-            };
-            let status: Option<StatusRow> = diesel::sql_query(format!(
-                "SELECT status FROM webhook_keys WHERE enterprise_id = $1 AND key_id = $2{lock}"
-            ))
-            .bind::<diesel::sql_types::Text, _>(enterprise)
-            .bind::<diesel::sql_types::Text, _>(key_id)
-            .get_result(conn)
-            .optional()?;
-            if status.is_none_or(|row| row.status != KeyStatus::Active.as_str()) {
-                return Err(Abort::Outcome(RecordOutcome::KeyRevoked));
-            }
-            let inserted = diesel::insert_into(replay_records::table)
-                .values((
-                    replay_records::enterprise_id.eq(enterprise),
-                    replay_records::evaluation_id.eq(evaluation_id),
-                    replay_records::key_id.eq(key_id),
-                    replay_records::verified_at.eq(at.millis()),
-                    replay_records::expires_at.eq(keep_until.millis()),
-                ))
-                .execute(conn);
-            match inserted {
-                Err(err) if is_unique_violation(&err) => {
-                    return Err(Abort::Outcome(RecordOutcome::Replayed))
-                }
-                other => other?,
-            };
-            Ok(RecordOutcome::Recorded)
-        });
-        let outcome = match done {
-            Ok(outcome) => outcome,
-            Err(Abort::Db(err)) if is_unique_violation(&err) => RecordOutcome::Replayed,
-            Err(abort) => abort_error(abort)?,
-        };
-        if outcome == RecordOutcome::Recorded {
-            // Outside the transaction: taking the key row's write lock there while other
-            // verifications hold it shared would deadlock. The stamp is informational.
-            let stamped = diesel::update(webhook_keys::table)
-                .filter(webhook_keys::enterprise_id.eq(enterprise))
-                .filter(webhook_keys::key_id.eq(key_id))
-                .filter(webhook_keys::last_verified_at.is_null().or(
-                    webhook_keys::last_verified_at.lt(at.millis() - LAST_VERIFIED_RESOLUTION_MS),
-                ))
-                .set(webhook_keys::last_verified_at.eq(Some(at.millis())))
-                .execute(&mut *conn);
-            if let Err(err) = stamped {
-                tracing::warn!(error = %err, "could not stamp the key's last verification");
-            }
-        }
-        Ok(outcome)
+        // Group commit: see `replay.rs`.
+        self.replays.record(crate::replay::Record {
+            enterprise: enterprise.as_str().to_owned(),
+            evaluation_id: evaluation_id.to_owned(),
+            key_id: key_id.to_owned(),
+            at: at.millis(),
+            keep_until: keep_until.millis(),
+        })
     }
 
     fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError> {

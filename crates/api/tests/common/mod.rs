@@ -100,6 +100,7 @@ pub struct Options {
     pub max_active_keys: u32,
     pub insecure_hosts: Vec<&'static str>,
     pub max_body_bytes: usize,
+    pub grant_cache_millis: i64,
 }
 
 impl Default for Options {
@@ -108,6 +109,7 @@ impl Default for Options {
             max_active_keys: 20,
             insecure_hosts: vec![],
             max_body_bytes: 65_536,
+            grant_cache_millis: 0,
         }
     }
 }
@@ -154,6 +156,8 @@ impl Harness {
             max_active_keys: options.max_active_keys,
             insecure_jwks_hosts: InsecureHosts::new(options.insecure_hosts),
             clock_skew_seconds: 300,
+            // The test clock stands still; a grant read is reused only where a test says so.
+            grant_cache_millis: options.grant_cache_millis,
         };
         let state = AppState {
             keys: Arc::new(KeyService::new(

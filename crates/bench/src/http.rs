@@ -1,0 +1,609 @@
+//! The HTTP measurements: `keyward serve` (the release binary) on a fresh database,
+//! driven by the loopback load generator, with each figure's baseline measured in the
+//! same run.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection as _;
+use diesel::Connection as _;
+use keyward_persistence::testing::TestDb;
+use serde_json::json;
+
+use crate::load::{self, Mode, Outcome, Plan, Prepared};
+use crate::report::{Report, Row};
+use crate::{inproc::unix_now, Curve, SigningKey};
+
+pub const BASE: &str = "/api/policy/v1/enterprises";
+
+/// What every HTTP measurement shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keyward: PathBuf,
+    pub duration: Duration,
+    pub concurrency: usize,
+    /// Single-core raw Ed25519 verifications per second, from the in-process run.
+    pub raw_verify_per_second: f64,
+    /// Where server logs go.
+    pub logs: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// SQLite always; PostgreSQL when its server answers.
+    pub fn available() -> Vec<Backend> {
+        let url = std::env::var("KEYWARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut backends = vec![Self::Sqlite];
+        if diesel::PgConnection::establish(&url).is_ok() {
+            backends.push(Self::Postgres);
+        }
+        backends
+    }
+
+    pub fn fresh(self) -> Result<TestDb, String> {
+        match self {
+            Self::Sqlite => Ok(TestDb::sqlite()),
+            Self::Postgres => TestDb::postgres().ok_or_else(|| "PostgreSQL unreachable".into()),
+        }
+    }
+}
+
+/// A running `keyward serve`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(
+        settings: &Settings,
+        db: &str,
+        extra: &[&str],
+        name: &str,
+    ) -> Result<Self, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(settings.logs.join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
+        let child = Command::new(&settings.keyward)
+            .args(["serve", "--listen", &addr.to_string(), "--database-url", db])
+            .args(extra)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", settings.keyward.display()))?;
+        let server = Self { child, addr };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if ready(addr) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("the server did not get ready; see {name}.log"))
+    }
+
+    /// The peak resident set of the server process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when `GET /readyz` answers 200.
+pub fn ready(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// Runs the admin CLI on `db`.
+pub fn cli(settings: &Settings, db: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(&settings.keyward)
+        .args(args)
+        .env("DATABASE_URL", db)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "keyward {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Creates `enterprises` with one admin and returns the admin's token.
+pub fn bootstrap(settings: &Settings, db: &str, enterprises: &[&str]) -> Result<String, String> {
+    cli(
+        settings,
+        db,
+        &["admin", "user", "create", "bench@keyward.test"],
+    )?;
+    for enterprise in enterprises {
+        cli(settings, db, &["admin", "enterprise", "create", enterprise])?;
+        cli(
+            settings,
+            db,
+            &[
+                "admin",
+                "member",
+                "add",
+                enterprise,
+                "bench@keyward.test",
+                "--role",
+                "admin",
+            ],
+        )?;
+    }
+    let issued = cli(
+        settings,
+        db,
+        &["admin", "token", "issue", "bench@keyward.test"],
+    )?;
+    issued
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .ok_or_else(|| "no token printed".into())
+}
+
+/// Runs one load on a fresh single-threaded runtime (one core for the generator).
+pub fn drive(plan: &Plan, requests: Vec<Prepared>, keep_bodies: bool) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, load::run(plan, Arc::new(requests), keep_bodies))
+}
+
+fn plan(settings: &Settings, addr: SocketAddr, mode: Mode, expect: u16) -> Plan {
+    Plan {
+        addr,
+        concurrency: settings.concurrency,
+        duration: settings.duration,
+        mode,
+        expect_status: expect,
+    }
+}
+
+/// A row from a load outcome.
+pub fn row(operation: &str, backend: &str, outcome: &Outcome) -> Row {
+    Row {
+        operation: operation.into(),
+        backend: backend.into(),
+        throughput: outcome.throughput(),
+        p50_us: f64::from(outcome.quantile_us(0.5)),
+        p99_us: f64::from(outcome.quantile_us(0.99)),
+        baseline: String::new(),
+        ratio: None,
+        target: String::new(),
+    }
+}
+
+/// The register body for a fresh Ed25519 key.
+pub fn register_body(key: &SigningKey, key_id: &str) -> String {
+    json!({"keyId": key_id, "jwks": {"keys": [key.public_jwk()]}}).to_string()
+}
+
+/// Verify bodies answering `eval-{prefix}-{n}` for `n` in `0..count`.
+pub fn verify_bodies(key: &SigningKey, kid: &str, prefix: &str, count: usize) -> Vec<String> {
+    let iat = unix_now();
+    (0..count)
+        .map(|n| {
+            let evaluation = format!("eval-{prefix}-{n}");
+            json!({"token": key.token(kid, &evaluation, iat), "evaluationId": evaluation})
+                .to_string()
+        })
+        .collect()
+}
+
+fn check(outcome: &Outcome, what: &str) -> Result<(), String> {
+    if outcome.completed == 0 || outcome.unexpected > 0 {
+        return Err(format!(
+            "{what}: {} done, {} unexpected; first: {}",
+            outcome.completed,
+            outcome.unexpected,
+            outcome.first_unexpected.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}
+
+fn count_valid(outcome: &Outcome) -> usize {
+    outcome
+        .bodies
+        .iter()
+        .filter(|(_, body)| is_valid(body))
+        .count()
+}
+
+/// True when a verify answer says `valid: true`.
+fn is_valid(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["valid"] == serde_json::Value::Bool(true))
+}
+
+/// How many verify bodies to prepare: enough for the run at a rate above any this
+/// machine reaches, capped to keep preparation short.
+fn verify_budget(settings: &Settings) -> usize {
+    let rate = (settings.raw_verify_per_second * 1.5).max(5_000.0);
+    ((rate * settings.duration.as_secs_f64()) as usize).min(400_000)
+}
+
+/// Healthz, verify, get, list and register on one backend, plus the raw insert baseline.
+pub fn run_backend(
+    settings: &Settings,
+    backend: Backend,
+    report: &mut Report,
+) -> Result<(), String> {
+    let db = backend.fresh()?;
+    let url = db.url_string();
+    let writers = ["bench-r0", "bench-r1", "bench-r2", "bench-r3"];
+    let mut all = vec!["acme"];
+    all.extend(writers);
+    let token = bootstrap(settings, &url, &all)?;
+    let server = Server::start(
+        settings,
+        &url,
+        &["--max-active-keys", "10000"],
+        &format!("serve-{}", backend.name()),
+    )?;
+    let keys_path = format!("{BASE}/acme/webhooks/keys");
+    // acme holds 20 keys, the first of which signs.
+    let signer = SigningKey::new(Curve::Ed25519, 1);
+    let mut setup = vec![Prepared::post(
+        &keys_path,
+        &token,
+        register_body(&signer, "bench-eddsa"),
+    )];
+    for n in 1..20 {
+        let key = SigningKey::new(Curve::Ed25519, 1000 + n);
+        setup.push(Prepared::post(
+            &keys_path,
+            &token,
+            register_body(&key, &format!("k-{n}")),
+        ));
+    }
+    let once = Plan {
+        concurrency: 1,
+        ..plan(settings, server.addr, Mode::Once, 201)
+    };
+    check(&drive(&once, setup, false), "registering the bench keys")?;
+
+    let name = backend.name();
+    let healthz = drive(
+        &plan(settings, server.addr, Mode::Cycle, 200),
+        vec![Prepared::get("/healthz", None)],
+        false,
+    );
+    check(&healthz, "/healthz")?;
+    let health_rate = healthz.throughput();
+    let mut r = row("GET /healthz", name, &healthz);
+    r.baseline = "(baseline)".into();
+    report.push(r);
+
+    // Verify: unique evaluationIds, every answer must be valid (a durable record each).
+    let bodies = verify_bodies(&signer, "bench-eddsa", name, verify_budget(settings));
+    let verify_path = format!("{BASE}/acme/webhooks/responses/verify");
+    let requests = bodies
+        .into_iter()
+        .map(|b| Prepared::post(&verify_path, &token, b))
+        .collect();
+    let verify = drive(
+        &plan(settings, server.addr, Mode::Once, 200),
+        requests,
+        true,
+    );
+    check(&verify, "verify")?;
+    let valid = count_valid(&verify);
+    let mut r = row("POST verify EdDSA", name, &verify);
+    let p50 = r.p50_us.max(1.0);
+    r.baseline = format!(
+        "raw Ed25519 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; peak RSS {} MiB",
+        settings.raw_verify_per_second,
+        r.p99_us / p50,
+        verify.completed,
+        server.peak_rss_kib().map_or(0, |k| k / 1024)
+    );
+    r.ratio = Some(verify.throughput() / settings.raw_verify_per_second);
+    r.target = "≥ 0.6 and p99 ≤ 5× p50".into();
+    report.push(r);
+    if valid as u64 != verify.completed {
+        report.note(format!(
+            "{name}: {} of {} unique verifications were not valid; first answer: {}",
+            verify.completed - valid as u64,
+            verify.completed,
+            verify
+                .bodies
+                .first()
+                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        ));
+    }
+
+    let get = drive(
+        &plan(settings, server.addr, Mode::Cycle, 200),
+        vec![Prepared::get(
+            format!("{keys_path}/bench-eddsa"),
+            Some(&token),
+        )],
+        false,
+    );
+    check(&get, "get")?;
+    let mut r = row("GET key", name, &get);
+    r.baseline = format!("/healthz {health_rate:.0}/s");
+    r.ratio = Some(get.throughput() / health_rate);
+    r.target = "≥ 0.5".into();
+    report.push(r);
+
+    let list = drive(
+        &plan(settings, server.addr, Mode::Cycle, 200),
+        vec![Prepared::get(&keys_path, Some(&token))],
+        false,
+    );
+    check(&list, "list")?;
+    let mut r = row("GET keys (first page, 20 keys)", name, &list);
+    r.baseline = format!("/healthz {health_rate:.0}/s");
+    r.ratio = Some(list.throughput() / health_rate);
+    r.target = "≥ 0.5".into();
+    report.push(r);
+
+    // Register: unique keys spread over four enterprises (each under the key limit).
+    let insert_rate = raw_insert_rate(&db, settings)?;
+    let count = 40_000;
+    let requests = (0..count)
+        .map(|n| {
+            let key = SigningKey::new(Curve::Ed25519, 1_000_000 + n as u64);
+            Prepared::post(
+                format!("{BASE}/{}/webhooks/keys", writers[n % writers.len()]),
+                &token,
+                register_body(&key, &format!("r-{n}")),
+            )
+        })
+        .collect();
+    let register = drive(
+        &plan(settings, server.addr, Mode::Once, 201),
+        requests,
+        false,
+    );
+    check(&register, "register")?;
+    let mut r = row("POST register", name, &register);
+    r.baseline = format!("raw durable insert {insert_rate:.0}/s");
+    r.ratio = Some(register.throughput() / insert_rate);
+    r.target = "≥ 0.5".into();
+    report.push(r);
+    Ok(())
+}
+
+/// Runs one SQL statement on a connection of its own.
+type Exec = Box<dyn FnMut(&str) -> Result<(), String> + Send>;
+
+/// Single-row durable inserts per second into a scratch table of the same database,
+/// with the server's settings, at the load's concurrency.
+fn raw_insert_rate(db: &TestDb, settings: &Settings) -> Result<f64, String> {
+    let url = db.url_string();
+    let sqlite = db.sqlite_path().cloned();
+    let setup =
+        "CREATE TABLE IF NOT EXISTS bench_raw_inserts (id TEXT PRIMARY KEY, at BIGINT NOT NULL)";
+    let connect = move || -> Result<Exec, String> {
+        match &sqlite {
+            Some(path) => {
+                let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Box::new(move |sql: &str| {
+                    conn.batch_execute(sql).map_err(|e| e.to_string())
+                }))
+            }
+            None => {
+                let mut conn = diesel::PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                Ok(Box::new(move |sql: &str| {
+                    conn.batch_execute(sql).map_err(|e| e.to_string())
+                }))
+            }
+        }
+    };
+    connect()?(setup)?;
+    let deadline = Instant::now() + settings.duration;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..settings.concurrency)
+        .map(|t| {
+            let mut exec = connect();
+            std::thread::spawn(move || -> Result<u64, String> {
+                let exec = exec.as_mut().map_err(|e| e.clone())?;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    exec(&format!(
+                        "INSERT INTO bench_raw_inserts (id, at) VALUES ('{t}-{n}', {n})"
+                    ))?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for thread in threads {
+        total += thread.join().map_err(|_| "an insert thread panicked")??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Time from exec to the first 200 from `/readyz`, on an existing migrated SQLite file.
+pub fn startup(settings: &Settings) -> Result<Row, String> {
+    let db = TestDb::sqlite();
+    let url = db.url_string();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let start = Instant::now();
+        let mut child = Command::new(&settings.keyward)
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--database-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut took = None;
+        while start.elapsed() < Duration::from_secs(10) {
+            if ready(addr) {
+                took = Some(start.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        times.push(took.ok_or("the server never answered /readyz")?);
+    }
+    times.sort();
+    Ok(Row {
+        operation: "start-up: exec to /readyz 200".into(),
+        backend: "SQLite".into(),
+        throughput: 0.0,
+        p50_us: times[times.len() / 2].as_secs_f64() * 1e6,
+        p99_us: times[times.len() - 1].as_secs_f64() * 1e6,
+        baseline: "5 starts; p99 column is the slowest".into(),
+        ratio: None,
+        target: "≤ 200 ms".into(),
+    })
+}
+
+/// Verification load split over two servers on one PostgreSQL database; each
+/// evaluationId is sent to both, and at most one may be valid.
+pub fn two_processes(settings: &Settings, report: &mut Report) -> Result<(), String> {
+    let db = Backend::Postgres.fresh()?;
+    let url = db.url_string();
+    let token = bootstrap(settings, &url, &["acme"])?;
+    let a = Server::start(settings, &url, &[], "serve-pg-a")?;
+    let b = Server::start(settings, &url, &[], "serve-pg-b")?;
+    let signer = SigningKey::new(Curve::Ed25519, 1);
+    let keys_path = format!("{BASE}/acme/webhooks/keys");
+    let once = Plan {
+        concurrency: 1,
+        ..plan(settings, a.addr, Mode::Once, 201)
+    };
+    check(
+        &drive(
+            &once,
+            vec![Prepared::post(
+                &keys_path,
+                &token,
+                register_body(&signer, "bench-eddsa"),
+            )],
+            false,
+        ),
+        "registering the key",
+    )?;
+    let bodies = verify_bodies(&signer, "bench-eddsa", "two", verify_budget(settings) / 2);
+    let verify_path = format!("{BASE}/acme/webhooks/responses/verify");
+    let requests: Vec<Prepared> = bodies
+        .into_iter()
+        .map(|body| Prepared::post(&verify_path, &token, body))
+        .collect();
+    let half = Plan {
+        concurrency: settings.concurrency / 2,
+        ..plan(settings, a.addr, Mode::Once, 200)
+    };
+    let plan_b = Plan {
+        addr: b.addr,
+        ..half.clone()
+    };
+    let requests_b = requests.clone();
+    let start = Instant::now();
+    let other = std::thread::spawn(move || drive(&plan_b, requests_b, true));
+    let first = drive(&half, requests, true);
+    let second = other
+        .join()
+        .map_err(|_| "the second load generator panicked")?;
+    let elapsed = start.elapsed();
+    check(&first, "verify on process A")?;
+    check(&second, "verify on process B")?;
+    let mut valid_by_index = std::collections::HashMap::<usize, u32>::new();
+    for (index, body) in first.bodies.iter().chain(&second.bodies) {
+        if is_valid(body) {
+            *valid_by_index.entry(*index).or_default() += 1;
+        }
+    }
+    let replays_accepted = valid_by_index.values().filter(|n| **n > 1).count();
+    let completed = first.completed + second.completed;
+    let mut latencies = first.latencies_us.clone();
+    latencies.extend(&second.latencies_us);
+    latencies.sort_unstable();
+    let combined = Outcome {
+        completed,
+        elapsed,
+        latencies_us: latencies,
+        ..Outcome::default()
+    };
+    let mut r = row("POST verify EdDSA, 2 processes", "PostgreSQL", &combined);
+    r.baseline = format!(
+        "A {:.0}/s + B {:.0}/s; {} evaluations valid once; replays accepted: {replays_accepted}",
+        first.throughput(),
+        second.throughput(),
+        valid_by_index.len()
+    );
+    r.target = "replays accepted = 0".into();
+    report.push(r);
+    if replays_accepted > 0 {
+        report.note(format!(
+            "{replays_accepted} evaluationIds were accepted twice across two processes"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `keyward-bench`: everything `cargo xtask bench` measures after the criterion run,
+//! printed as one table and written to `target/bench/report.md`.
+//!
+//! Usage: keyward-bench [--quick] [--keyward PATH] [--out FILE] [--skip-scale]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyward_bench::report::{Report, Row};
+use keyward_bench::{http, inproc, scale, Curve};
+
+struct Args {
+    quick: bool,
+    keyward: PathBuf,
+    out: PathBuf,
+    scale: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        keyward: PathBuf::from("target/release/keyward"),
+        out: PathBuf::from("target/bench/report.md"),
+        scale: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--skip-scale" => args.scale = false,
+            "--keyward" => args.keyward = it.next().ok_or("--keyward needs a path")?.into(),
+            "--out" => args.out = it.next().ok_or("--out needs a path")?.into(),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    if !args.keyward.exists() {
+        return Err(format!(
+            "{} does not exist; build it with 'cargo build --release -p keyward'",
+            args.keyward.display()
+        ));
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("keyward-bench: {err}");
+            std::process::exit(2);
+        }
+    };
+    let work = args
+        .out
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let _ = std::fs::create_dir_all(work.join("tmp"));
+    // SQLite files live on the project's disk, like a deployment's, not in a tmpfs.
+    std::env::set_var("TMPDIR", work.join("tmp"));
+    let mut report = Report::new(args.quick);
+
+    // 1. In-process: keyward's check against the raw signature check, interleaved.
+    let budget = Duration::from_secs(if args.quick { 1 } else { 4 });
+    let mut raw_eddsa = 0.0;
+    for curve in Curve::ALL {
+        let r = inproc::interleaved(curve, budget);
+        eprintln!("in-process {}: {r:?}", curve.alg());
+        if curve == Curve::Ed25519 {
+            raw_eddsa = r.raw_per_second;
+        }
+        report.push(Row::inproc(&r));
+    }
+
+    // 2-4, 6-7: HTTP on each backend.
+    let load = if args.quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(8)
+    };
+    let settings = http::Settings {
+        keyward: args.keyward.clone(),
+        duration: load,
+        concurrency: 32,
+        raw_verify_per_second: raw_eddsa,
+        logs: work.clone(),
+    };
+    for backend in http::Backend::available() {
+        match http::run_backend(&settings, backend, &mut report) {
+            Ok(()) => {}
+            Err(err) => report.note(format!("{} HTTP benches failed: {err}", backend.name())),
+        }
+    }
+    match http::startup(&settings) {
+        Ok(row) => report.push(row),
+        Err(err) => report.note(format!("start-up measurement failed: {err}")),
+    }
+    if http::Backend::available().contains(&http::Backend::Postgres) {
+        match http::two_processes(&settings, &mut report) {
+            Ok(()) => {}
+            Err(err) => report.note(format!("two-process run failed: {err}")),
+        }
+    } else {
+        report.note("PostgreSQL unreachable: its rows and the two-process run were SKIPPED".into());
+    }
+
+    // 5. Scale: 1,000,000 keys against 1,000.
+    if args.scale {
+        let (enterprises, per) = if args.quick {
+            (1_000, 100)
+        } else {
+            (10_000, 100)
+        };
+        if let Err(err) = scale::run(&settings, enterprises, per, &mut report) {
+            report.note(format!("scale run failed: {err}"));
+        }
+    }
+
+    let table = report.render();
+    println!("{table}");
+    if let Err(err) = std::fs::write(&args.out, &table) {
+        eprintln!("cannot write {}: {err}", args.out.display());
+        std::process::exit(1);
+    }
+    eprintln!("written to {}", args.out.display());
+}
