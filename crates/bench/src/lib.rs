@@ -16,6 +16,15 @@ pub mod load;
 pub mod report;
 pub mod scale;
 
+/// Seconds since the benchmark started (for lining up phases with a profiler).
+pub fn since_start() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+}
+
 /// The four signature curves keyward verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Curve {

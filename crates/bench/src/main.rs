@@ -2,6 +2,7 @@
 //! printed as one table and written to `target/bench/report.md`.
 //!
 //! Usage: keyward-bench [--quick] [--keyward PATH] [--out FILE] [--skip-scale]
+//!                      [--backend sqlite|postgres]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,7 @@ struct Args {
     keyward: PathBuf,
     out: PathBuf,
     scale: bool,
+    backend: Option<http::Backend>,
 }
 
 fn args() -> Result<Args, String> {
@@ -22,12 +24,20 @@ fn args() -> Result<Args, String> {
         keyward: PathBuf::from("target/release/keyward"),
         out: PathBuf::from("target/bench/report.md"),
         scale: true,
+        backend: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--skip-scale" => args.scale = false,
+            "--backend" => {
+                args.backend = match it.next().as_deref() {
+                    Some("sqlite") => Some(http::Backend::Sqlite),
+                    Some("postgres") => Some(http::Backend::Postgres),
+                    _ => return Err("--backend takes sqlite or postgres".into()),
+                }
+            }
             "--keyward" => args.keyward = it.next().ok_or("--keyward needs a path")?.into(),
             "--out" => args.out = it.next().ok_or("--out needs a path")?.into(),
             other => return Err(format!("unknown argument '{other}'")),
@@ -43,6 +53,7 @@ fn args() -> Result<Args, String> {
 }
 
 fn main() {
+    keyward_bench::since_start();
     let args = match args() {
         Ok(args) => args,
         Err(err) => {
@@ -84,7 +95,11 @@ fn main() {
         raw_verify_per_second: raw_eddsa,
         logs: work.clone(),
     };
-    for backend in http::Backend::available() {
+    let backends: Vec<_> = http::Backend::available()
+        .into_iter()
+        .filter(|b| args.backend.is_none_or(|only| only == *b))
+        .collect();
+    for &backend in &backends {
         match http::run_backend(&settings, backend, &mut report) {
             Ok(()) => {}
             Err(err) => report.note(format!("{} HTTP benches failed: {err}", backend.name())),
@@ -94,7 +109,7 @@ fn main() {
         Ok(row) => report.push(row),
         Err(err) => report.note(format!("start-up measurement failed: {err}")),
     }
-    if http::Backend::available().contains(&http::Backend::Postgres) {
+    if backends.contains(&http::Backend::Postgres) {
         match http::two_processes(&settings, &mut report) {
             Ok(()) => {}
             Err(err) => report.note(format!("two-process run failed: {err}")),

@@ -59,7 +59,8 @@ impl Report {
 
     pub fn push(&mut self, row: Row) {
         eprintln!(
-            "{:<34} {:<10} {:>9.0}/s p50 {:>7.0}µs p99 {:>7.0}µs ratio {}",
+            "[{:>7.2} s] {:<34} {:<10} {:>9.0}/s p50 {:>7.0}µs p99 {:>7.0}µs ratio {}",
+            crate::since_start(),
             row.operation,
             row.backend,
             row.throughput,

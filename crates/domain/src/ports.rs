@@ -161,9 +161,35 @@ pub trait VerificationStore: Send + Sync {
         keep_until: Timestamp,
     ) -> Result<RecordOutcome, StoreError>;
 
+    /// [`Self::record_verification`] without waiting: `done` is called with the outcome
+    /// once it is durable (or has failed), possibly on another thread. Lets a caller
+    /// on an event loop wait without holding a thread.
+    fn submit_verification(&self, record: &ReplayRecord, done: RecordDone) {
+        done(self.record_verification(
+            &record.enterprise,
+            &record.evaluation_id,
+            &record.key_id,
+            record.at,
+            record.keep_until,
+        ));
+    }
+
     /// Deletes replay records that expired before `now`. Returns how many.
     fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
+
+/// A successful verification to record against replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRecord {
+    pub enterprise: EnterpriseId,
+    pub evaluation_id: String,
+    pub key_id: String,
+    pub at: Timestamp,
+    pub keep_until: Timestamp,
+}
+
+/// Called once with the outcome of a submitted record.
+pub type RecordDone = Box<dyn FnOnce(Result<RecordOutcome, StoreError>) + Send>;
 
 /// What a JWKS URI said about a kid.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::ports::{
     AdminOutcome, AdminStore, InsertOutcome, JwksLookup, JwksSource, KeyStore, NoJwksSource,
-    RecordOutcome, RevokeOutcome, VerificationStore,
+    RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use crate::register::{KeyMaterial, RegisterKey};
 use crate::verify::{self, Rejection};
@@ -176,6 +176,22 @@ impl Grants {
         }
         grants.insert((token_id.to_owned(), enterprise.to_owned()), (grant, now));
     }
+}
+
+/// How far [`KeyService::verify_body_cached`] got.
+#[derive(Debug)]
+pub enum VerifyStep {
+    /// The verdict, without any write (the token was refused).
+    Done(Verification),
+    /// A good token whose replay record must be written before it is reported valid.
+    Record(PendingVerification),
+}
+
+/// A good token waiting for its replay record.
+#[derive(Debug)]
+pub struct PendingVerification {
+    record: ReplayRecord,
+    checked: CheckedToken,
 }
 
 /// A token whose signature and claims are good, not yet recorded against replay.
@@ -417,24 +433,91 @@ impl KeyService {
             Ok(checked) => checked,
             Err(rejection) => return Ok(Verification::Invalid(rejection)),
         };
-        let now = self.clock.now();
-        let keep_until = now.plus_seconds(REPLAY_RETENTION_SECONDS);
-        match self.verifications.record_verification(
-            &admin.enterprise,
-            evaluation_id,
-            &checked.key_id,
-            now,
-            keep_until,
-        )? {
-            RecordOutcome::Recorded => Ok(Verification::Valid {
-                key_id: checked.key_id,
-                status_code: checked.status_code,
-            }),
-            RecordOutcome::Replayed => Ok(Verification::Invalid(Rejection::Replayed)),
+        let pending = self.pending(admin, checked, evaluation_id);
+        let r = &pending.record;
+        let outcome = self.verifications.record_verification(
+            &r.enterprise,
+            &r.evaluation_id,
+            &r.key_id,
+            r.at,
+            r.keep_until,
+        );
+        self.finish(pending, outcome)
+    }
+
+    /// The first part of verifying a raw verify body, done only from memory: `None`
+    /// when the key must first be read from the store (then use [`Self::verify_body`]).
+    /// A good token comes back as a [`PendingVerification`] to [`Self::submit`].
+    pub fn verify_body_cached(
+        &self,
+        admin: &EnterpriseAdmin,
+        body: &[u8],
+    ) -> Result<Option<VerifyStep>, DomainError> {
+        let request = verify::VerifyRequest::from_body(body)?;
+        let parsed = match verify::parse(&request.token) {
+            Ok(parsed) => parsed,
+            Err(rejection) => return Ok(Some(VerifyStep::Done(Verification::Invalid(rejection)))),
+        };
+        let Some(active) = self.active.get(&admin.enterprise, parsed.kid.as_str()) else {
+            return Ok(None);
+        };
+        if matches!(active.source, ActiveSource::JwksUri(_)) {
+            // Fetching a JWKS may block: not for an event loop.
+            return Ok(None);
+        }
+        Ok(Some(
+            match self.check_parsed(&parsed, &active, &request.evaluation_id)? {
+                Ok(checked) => {
+                    VerifyStep::Record(self.pending(admin, checked, &request.evaluation_id))
+                }
+                Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
+            },
+        ))
+    }
+
+    /// Hands a good token's replay record to the store; `done` gets the outcome for
+    /// [`Self::finish`] once it is durable.
+    pub fn submit(&self, pending: &PendingVerification, done: RecordDone) {
+        self.verifications
+            .submit_verification(&pending.record, done);
+    }
+
+    /// The verdict, from the replay record's outcome.
+    pub fn finish(
+        &self,
+        pending: PendingVerification,
+        outcome: Result<RecordOutcome, crate::StoreError>,
+    ) -> Result<Verification, DomainError> {
+        Ok(match outcome? {
+            RecordOutcome::Recorded => Verification::Valid {
+                key_id: pending.checked.key_id,
+                status_code: pending.checked.status_code,
+            },
+            RecordOutcome::Replayed => Verification::Invalid(Rejection::Replayed),
             RecordOutcome::KeyRevoked => {
-                self.active.forget(&admin.enterprise, &checked.key_id);
-                Ok(Verification::Invalid(Rejection::KeyRevoked))
+                self.active
+                    .forget(&pending.record.enterprise, &pending.checked.key_id);
+                Verification::Invalid(Rejection::KeyRevoked)
             }
+        })
+    }
+
+    fn pending(
+        &self,
+        admin: &EnterpriseAdmin,
+        checked: CheckedToken,
+        evaluation_id: &str,
+    ) -> PendingVerification {
+        let now = self.clock.now();
+        PendingVerification {
+            record: ReplayRecord {
+                enterprise: admin.enterprise.clone(),
+                evaluation_id: evaluation_id.to_owned(),
+                key_id: checked.key_id.clone(),
+                at: now,
+                keep_until: now.plus_seconds(REPLAY_RETENTION_SECONDS),
+            },
+            checked,
         }
     }
 
@@ -457,6 +540,16 @@ impl KeyService {
                 Err(rejection) => return Ok(Err(rejection)),
             },
         };
+        self.check_parsed(&parsed, &active, evaluation_id)
+    }
+
+    /// The signature and claims of a parsed token against its active key.
+    fn check_parsed(
+        &self,
+        parsed: &verify::ParsedToken<'_>,
+        active: &ActiveKey,
+        evaluation_id: &str,
+    ) -> Result<Result<CheckedToken, Rejection>, DomainError> {
         let key = match &active.source {
             ActiveSource::Inline(key) => key.clone(),
             ActiveSource::JwksUri(uri) => match self.jwks.find(uri, parsed.kid.as_str()) {

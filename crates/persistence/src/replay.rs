@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use keyward_domain::ports::RecordOutcome;
+use keyward_domain::ports::{RecordDone, RecordOutcome};
 use keyward_domain::StoreError;
 
 use crate::db::{DbConnection, Pool};
+use crate::schema::replay_records;
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 512;
@@ -46,7 +47,7 @@ pub(crate) struct Record {
 
 struct Job {
     record: Record,
-    reply: mpsc::SyncSender<Result<RecordOutcome, StoreError>>,
+    done: RecordDone,
 }
 
 /// The handle verifications use. The writer thread starts with the first record (so
@@ -87,13 +88,29 @@ impl ReplayWriter {
     /// Records `record` in the next group commit and waits for its outcome.
     pub(crate) fn record(&self, record: Record) -> Result<RecordOutcome, StoreError> {
         let (reply, outcome) = mpsc::sync_channel(1);
-        let unavailable = || StoreError::Unavailable("the replay record writer stopped".into());
-        self.jobs
-            .get_or_init(|| self.start())
-            .send(Job { record, reply })
-            .map_err(|_| unavailable())?;
-        outcome.recv().map_err(|_| unavailable())?
+        self.submit(
+            record,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        );
+        outcome.recv().map_err(|_| stopped())?
     }
+
+    /// Queues `record` for the next group commit; `done` is called after it.
+    pub(crate) fn submit(&self, record: Record, done: RecordDone) {
+        if let Err(mpsc::SendError(job)) = self
+            .jobs
+            .get_or_init(|| self.start())
+            .send(Job { record, done })
+        {
+            (job.done)(Err(stopped()));
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the replay record writer stopped".into())
 }
 
 struct Writer {
@@ -133,12 +150,12 @@ impl Writer {
             match outcomes {
                 Ok(outcomes) => {
                     for (job, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = job.reply.send(Ok(outcome));
+                        (job.done)(Ok(outcome));
                     }
                 }
                 Err(err) => {
                     for job in batch {
-                        let _ = job.reply.send(Err(err.clone()));
+                        (job.done)(Err(err.clone()));
                     }
                 }
             }
@@ -157,17 +174,22 @@ impl Writer {
             let (a, b) = (records[*a], records[*b]);
             (&a.enterprise, &a.evaluation_id).cmp(&(&b.enterprise, &b.evaluation_id))
         });
-        let mut outcomes = vec![RecordOutcome::Recorded; records.len()];
+        let mut outcomes = vec![RecordOutcome::KeyRevoked; records.len()];
         crate::repo::write_tx(&mut conn, |conn| {
             let active = active_keys(conn, records)?;
-            for &i in &order {
-                let r = records[i];
-                outcomes[i] = if !active.contains_key(&(r.enterprise.as_str(), r.key_id.as_str())) {
-                    RecordOutcome::KeyRevoked
-                } else if insert(conn, r)? == 0 {
-                    RecordOutcome::Replayed
-                } else {
+            let to_insert: Vec<usize> = order
+                .into_iter()
+                .filter(|&i| {
+                    let r = records[i];
+                    active.contains_key(&(r.enterprise.as_str(), r.key_id.as_str()))
+                })
+                .collect();
+            let inserted = insert(conn, records, &to_insert)?;
+            for (i, inserted) in to_insert.into_iter().zip(inserted) {
+                outcomes[i] = if inserted {
                     RecordOutcome::Recorded
+                } else {
+                    RecordOutcome::Replayed
                 };
             }
             Ok::<_, crate::repo::Abort<()>>(())
@@ -259,16 +281,74 @@ fn active_keys<'r>(
     Ok(active)
 }
 
-/// Inserts one record unless its evaluationId has one; returns the rows inserted.
-fn insert(conn: &mut DbConnection, r: &Record) -> Result<usize, diesel::result::Error> {
-    diesel::sql_query(
-        "INSERT INTO replay_records (enterprise_id, evaluation_id, key_id, verified_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (enterprise_id, evaluation_id) DO NOTHING",
-    )
-    .bind::<Text, _>(&r.enterprise)
-    .bind::<Text, _>(&r.evaluation_id)
-    .bind::<Text, _>(&r.key_id)
-    .bind::<BigInt, _>(r.at)
-    .bind::<BigInt, _>(r.keep_until)
-    .execute(conn)
+#[derive(Insertable)]
+#[diesel(table_name = replay_records)]
+struct NewRecord<'a> {
+    enterprise_id: &'a str,
+    evaluation_id: &'a str,
+    key_id: &'a str,
+    verified_at: i64,
+    expires_at: i64,
+}
+
+impl<'a> From<&'a Record> for NewRecord<'a> {
+    fn from(r: &'a Record) -> Self {
+        Self {
+            enterprise_id: &r.enterprise,
+            evaluation_id: &r.evaluation_id,
+            key_id: &r.key_id,
+            verified_at: r.at,
+            expires_at: r.keep_until,
+        }
+    }
+}
+
+/// Inserts `records[i]` for each `i` of `which` (in that order) unless its evaluationId
+/// already has a record; says for each whether it was inserted. PostgreSQL gets one
+/// statement for the batch (one round trip); SQLite, in process, one prepared
+/// statement per record.
+fn insert(
+    conn: &mut DbConnection,
+    records: &[&Record],
+    which: &[usize],
+) -> Result<Vec<bool>, diesel::result::Error> {
+    match conn {
+        DbConnection::Sqlite(conn) => which
+            .iter()
+            .map(|&i| {
+                diesel::insert_into(replay_records::table)
+                    .values(NewRecord::from(records[i]))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .map(|rows| rows == 1)
+            })
+            .collect(),
+        DbConnection::Postgres(conn) => {
+            if which.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<NewRecord<'_>> =
+                which.iter().map(|&i| NewRecord::from(records[i])).collect();
+            let inserted: std::collections::HashSet<(String, String)> =
+                diesel::insert_into(replay_records::table)
+                    .values(&rows)
+                    .on_conflict_do_nothing()
+                    .returning((replay_records::enterprise_id, replay_records::evaluation_id))
+                    .load::<(String, String)>(conn)?
+                    .into_iter()
+                    .collect();
+            // A batch may hold one evaluationId twice: the first in order is the record.
+            let mut claimed = std::collections::HashSet::new();
+            Ok(which
+                .iter()
+                .map(|&i| {
+                    let key = (
+                        records[i].enterprise.clone(),
+                        records[i].evaluation_id.clone(),
+                    );
+                    inserted.contains(&key) && claimed.insert(key)
+                })
+                .collect())
+        }
+    }
 }

@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use keyward_domain::ports::{
-    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RecordOutcome,
-    RevokeOutcome, VerificationStore,
+    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RecordDone, RecordOutcome,
+    ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
@@ -507,6 +507,19 @@ impl VerificationStore for Repository {
             at: at.millis(),
             keep_until: keep_until.millis(),
         })
+    }
+
+    fn submit_verification(&self, record: &ReplayRecord, done: RecordDone) {
+        self.replays.submit(
+            crate::replay::Record {
+                enterprise: record.enterprise.as_str().to_owned(),
+                evaluation_id: record.evaluation_id.clone(),
+                key_id: record.key_id.clone(),
+                at: record.at.millis(),
+                keep_until: record.keep_until.millis(),
+            },
+            done,
+        );
     }
 
     fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError> {
