@@ -121,6 +121,33 @@ impl Drop for Server {
     }
 }
 
+/// The mean replay batch size, from the server's own metrics.
+fn batch_sizes(addr: SocketAddr) -> String {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return "batches: ?".into();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ =
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    match (
+        value("keyward_replay_batch_size_sum"),
+        value("keyward_replay_batch_size_count"),
+    ) {
+        (Some(sum), Some(count)) if count > 0.0 => {
+            format!("{count:.0} commits, {:.1} records each", sum / count)
+        }
+        _ => "batches: ?".into(),
+    }
+}
+
 /// True when `GET /readyz` answers 200.
 pub fn ready(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
@@ -342,10 +369,11 @@ pub fn run_backend(
     let mut r = row("POST verify EdDSA", name, &verify);
     let p50 = r.p50_us.max(1.0);
     r.baseline = format!(
-        "raw Ed25519 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; peak RSS {} MiB",
+        "raw Ed25519 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; {}; peak RSS {} MiB",
         settings.raw_verify_per_second,
         r.p99_us / p50,
         verify.completed,
+        batch_sizes(server.addr),
         server.peak_rss_kib().map_or(0, |k| k / 1024)
     );
     r.ratio = Some(verify.throughput() / settings.raw_verify_per_second);

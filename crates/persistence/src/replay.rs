@@ -18,7 +18,7 @@
 //! deadlock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -27,10 +27,18 @@ use keyward_domain::ports::{RecordDone, RecordOutcome};
 use keyward_domain::StoreError;
 
 use crate::db::{DbConnection, Pool};
-use crate::schema::replay_records;
+use crate::repo::WriteGate;
+use crate::schema::{replay_records, webhook_keys};
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 512;
+/// Under load (more than one record waiting), how long the writer lets a batch gather
+/// before committing it: a commit costs far more than a record, so a slightly fuller
+/// batch buys throughput for a fraction of a commit's latency. A lone record is
+/// committed at once.
+const GATHER: Duration = Duration::from_micros(200);
+/// Writer threads per process.
+const WRITERS: usize = 1;
 /// How often a key's `last_verified_at` is stamped at most (it is informational).
 pub(crate) const LAST_VERIFIED_RESOLUTION_MS: i64 = 60_000;
 /// Keys whose last stamp this process remembers, at most.
@@ -55,6 +63,7 @@ struct Job {
 /// when the last handle is gone.
 pub(crate) struct ReplayWriter {
     pool: Pool,
+    gate: Arc<WriteGate>,
     jobs: std::sync::OnceLock<mpsc::Sender<Job>>,
 }
 
@@ -65,22 +74,30 @@ impl std::fmt::Debug for ReplayWriter {
 }
 
 impl ReplayWriter {
-    pub(crate) fn new(pool: Pool) -> Self {
+    pub(crate) fn new(pool: Pool, gate: Arc<WriteGate>) -> Self {
         Self {
             pool,
+            gate,
             jobs: std::sync::OnceLock::new(),
         }
     }
 
     fn start(&self) -> mpsc::Sender<Job> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let pool = self.pool.clone();
-        let spawned = std::thread::Builder::new()
-            .name("keyward-replay-writer".into())
-            .spawn(move || Writer::new(pool).run(&queue));
-        if let Err(err) = spawned {
-            // Without the thread every record fails with "unavailable" below.
-            tracing::error!(error = %err, "cannot start the replay record writer");
+        let queue = Arc::new(Mutex::new(queue));
+        // One thread: measured, more writers (overlapping PostgreSQL commits) cost more
+        // CPU than they save in waiting.
+        for _ in 0..WRITERS {
+            let pool = self.pool.clone();
+            let gate = self.gate.clone();
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name("keyward-replay-writer".into())
+                .spawn(move || Writer::new(pool, gate).run(&queue));
+            if let Err(err) = spawned {
+                // Without any thread every record fails with "unavailable" below.
+                tracing::error!(error = %err, "cannot start a replay record writer");
+            }
         }
         jobs
     }
@@ -115,26 +132,44 @@ fn stopped() -> StoreError {
 
 struct Writer {
     pool: Pool,
+    gate: Arc<WriteGate>,
     stamped: HashMap<(String, String), Instant>,
 }
 
 impl Writer {
-    fn new(pool: Pool) -> Self {
+    fn new(pool: Pool, gate: Arc<WriteGate>) -> Self {
         Self {
             pool,
+            gate,
             stamped: HashMap::new(),
         }
     }
 
-    fn run(mut self, queue: &mpsc::Receiver<Job>) {
-        while let Ok(first) = queue.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+    /// Takes the records waiting now (and, under load, those arriving within
+    /// [`GATHER`]); `None` once every handle is gone.
+    fn gather(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+        let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+        let first = queue.recv().ok()?;
+        let deadline = Instant::now() + GATHER;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
+        }
+        while batch.len() > 1 && batch.len() < MAX_BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    fn run(mut self, queue: &Mutex<mpsc::Receiver<Job>>) {
+        while let Some(batch) = Self::gather(queue) {
             let records: Vec<&Record> = batch.iter().map(|job| &job.record).collect();
             let outcomes = self.commit(&records);
             metrics::histogram!("keyward_replay_batch_size").record(batch.len() as f64);
@@ -174,31 +209,11 @@ impl Writer {
             let (a, b) = (records[*a], records[*b]);
             (&a.enterprise, &a.evaluation_id).cmp(&(&b.enterprise, &b.evaluation_id))
         });
-        let mut outcomes = vec![RecordOutcome::KeyRevoked; records.len()];
-        crate::repo::write_tx(&mut conn, |conn| {
-            let active = active_keys(conn, records)?;
-            let to_insert: Vec<usize> = order
-                .into_iter()
-                .filter(|&i| {
-                    let r = records[i];
-                    active.contains_key(&(r.enterprise.as_str(), r.key_id.as_str()))
-                })
-                .collect();
-            let inserted = insert(conn, records, &to_insert)?;
-            for (i, inserted) in to_insert.into_iter().zip(inserted) {
-                outcomes[i] = if inserted {
-                    RecordOutcome::Recorded
-                } else {
-                    RecordOutcome::Replayed
-                };
-            }
-            Ok::<_, crate::repo::Abort<()>>(())
-        })
-        .map_err(|abort| match abort {
-            crate::repo::Abort::Db(err) => crate::repo::store_error(err),
-            crate::repo::Abort::Outcome(()) => StoreError::Internal("batch aborted".into()),
-        })?;
-        Ok(outcomes)
+        match &mut *conn {
+            DbConnection::Postgres(pg) => postgres_commit(pg, records, &order),
+            DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order),
+        }
+        .map_err(crate::repo::store_error)
     }
 
     /// Stamps `last_verified_at` of keys not stamped by this process for a while.
@@ -246,39 +261,139 @@ impl Writer {
     }
 }
 
-#[derive(QueryableByName)]
-struct StatusRow {
-    #[diesel(sql_type = Text)]
-    status: String,
+/// SQLite: one `BEGIN IMMEDIATE` transaction (the write lock keeps revocations out
+/// until the commit): read the batch's distinct keys, then insert each active one's
+/// record with a prepared statement. In process, statements cost no round trip.
+fn sqlite_commit(
+    gate: &WriteGate,
+    conn: &mut DbConnection,
+    records: &[&Record],
+    order: Vec<usize>,
+) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
+    let mut outcomes = vec![RecordOutcome::KeyRevoked; records.len()];
+    let done = crate::repo::write_tx(gate, conn, |conn| {
+        let DbConnection::Sqlite(conn) = conn else {
+            return Err(crate::repo::Abort::Outcome(()));
+        };
+        let mut active = BTreeMap::new();
+        for r in records {
+            let key = (r.enterprise.as_str(), r.key_id.as_str());
+            if active.contains_key(&key) {
+                continue;
+            }
+            let status: Option<String> = webhook_keys::table
+                .filter(webhook_keys::enterprise_id.eq(key.0))
+                .filter(webhook_keys::key_id.eq(key.1))
+                .select(webhook_keys::status)
+                .first(conn)
+                .optional()?;
+            active.insert(key, status.as_deref() == Some("ACTIVE"));
+        }
+        for i in order {
+            let r = records[i];
+            if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
+                continue;
+            }
+            let inserted = diesel::insert_into(replay_records::table)
+                .values(NewRecord::from(r))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            outcomes[i] = if inserted == 1 {
+                RecordOutcome::Recorded
+            } else {
+                RecordOutcome::Replayed
+            };
+        }
+        Ok(())
+    });
+    match done {
+        Ok(()) => Ok(outcomes),
+        Err(crate::repo::Abort::Db(err)) => Err(err),
+        Err(crate::repo::Abort::Outcome(())) => Err(diesel::result::Error::RollbackTransaction),
+    }
 }
 
-/// The batch's distinct keys that are ACTIVE, read in (enterprise, keyId) order.
-fn active_keys<'r>(
-    conn: &mut DbConnection,
-    records: &[&'r Record],
-) -> Result<BTreeMap<(&'r str, &'r str), ()>, diesel::result::Error> {
-    let lock = match conn {
-        DbConnection::Postgres(_) => " FOR SHARE",
-        DbConnection::Sqlite(_) => "",
-    };
-    let sql =
-        format!("SELECT status FROM webhook_keys WHERE enterprise_id = $1 AND key_id = $2{lock}");
-    let keys: BTreeMap<(&str, &str), ()> = records
-        .iter()
-        .map(|r| ((r.enterprise.as_str(), r.key_id.as_str()), ()))
+/// PostgreSQL: the whole batch in one statement, so one round trip and one commit.
+/// The statement takes a shared lock on each active key row of the batch (so a
+/// concurrent revocation waits for this commit, and one that committed first makes its
+/// key's records fail), then inserts the records of active keys in (enterprise,
+/// evaluationId) order, skipping evaluationIds that already have one.
+const POSTGRES_BATCH: &str = "\
+WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+), active AS (
+    SELECT k.enterprise_id, k.key_id FROM webhook_keys k
+    WHERE (k.enterprise_id, k.key_id) IN (SELECT enterprise_id, key_id FROM batch)
+      AND k.status = 'ACTIVE'
+    ORDER BY k.enterprise_id, k.key_id
+    FOR SHARE OF k
+)
+INSERT INTO replay_records (enterprise_id, evaluation_id, key_id, verified_at, expires_at)
+SELECT b.enterprise_id, b.evaluation_id, b.key_id, b.verified_at, b.expires_at
+FROM batch b JOIN active a ON a.enterprise_id = b.enterprise_id AND a.key_id = b.key_id
+ORDER BY b.enterprise_id, b.evaluation_id
+ON CONFLICT (enterprise_id, evaluation_id) DO NOTHING
+RETURNING enterprise_id, evaluation_id";
+
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = Text)]
+    enterprise_id: String,
+    #[diesel(sql_type = Text)]
+    evaluation_id: String,
+}
+
+fn postgres_commit(
+    conn: &mut diesel::PgConnection,
+    records: &[&Record],
+    order: &[usize],
+) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
+    use diesel::sql_types::Array;
+    let column =
+        |f: fn(&Record) -> String| order.iter().map(|&i| f(records[i])).collect::<Vec<_>>();
+    let inserted: std::collections::HashSet<(String, String)> = diesel::sql_query(POSTGRES_BATCH)
+        .bind::<Array<Text>, _>(column(|r| r.enterprise.clone()))
+        .bind::<Array<Text>, _>(column(|r| r.evaluation_id.clone()))
+        .bind::<Array<Text>, _>(column(|r| r.key_id.clone()))
+        .bind::<Array<BigInt>, _>(order.iter().map(|&i| records[i].at).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(
+            order
+                .iter()
+                .map(|&i| records[i].keep_until)
+                .collect::<Vec<_>>(),
+        )
+        .load::<Inserted>(conn)?
+        .into_iter()
+        .map(|row| (row.enterprise_id, row.evaluation_id))
         .collect();
-    let mut active = BTreeMap::new();
-    for (enterprise, key_id) in keys.into_keys() {
-        let status: Option<StatusRow> = diesel::sql_query(&sql)
-            .bind::<Text, _>(enterprise)
-            .bind::<Text, _>(key_id)
-            .get_result(conn)
-            .optional()?;
-        if status.is_some_and(|row| row.status == "ACTIVE") {
-            active.insert((enterprise, key_id), ());
+    // A batch may hold one evaluationId twice: the first in order is the record.
+    let mut claimed = std::collections::HashSet::new();
+    let mut outcomes = vec![RecordOutcome::Replayed; records.len()];
+    let mut refused = Vec::new();
+    for &i in order {
+        let key = (
+            records[i].enterprise.clone(),
+            records[i].evaluation_id.clone(),
+        );
+        if inserted.contains(&key) && claimed.insert(key) {
+            outcomes[i] = RecordOutcome::Recorded;
+        } else {
+            refused.push(i);
         }
     }
-    Ok(active)
+    // Rare: say whether a refused record's key was revoked or its evaluationId taken.
+    for i in refused {
+        let status: Option<String> = webhook_keys::table
+            .filter(webhook_keys::enterprise_id.eq(&records[i].enterprise))
+            .filter(webhook_keys::key_id.eq(&records[i].key_id))
+            .select(webhook_keys::status)
+            .first(conn)
+            .optional()?;
+        if status.as_deref() != Some("ACTIVE") {
+            outcomes[i] = RecordOutcome::KeyRevoked;
+        }
+    }
+    Ok(outcomes)
 }
 
 #[derive(Insertable)]
@@ -299,56 +414,6 @@ impl<'a> From<&'a Record> for NewRecord<'a> {
             key_id: &r.key_id,
             verified_at: r.at,
             expires_at: r.keep_until,
-        }
-    }
-}
-
-/// Inserts `records[i]` for each `i` of `which` (in that order) unless its evaluationId
-/// already has a record; says for each whether it was inserted. PostgreSQL gets one
-/// statement for the batch (one round trip); SQLite, in process, one prepared
-/// statement per record.
-fn insert(
-    conn: &mut DbConnection,
-    records: &[&Record],
-    which: &[usize],
-) -> Result<Vec<bool>, diesel::result::Error> {
-    match conn {
-        DbConnection::Sqlite(conn) => which
-            .iter()
-            .map(|&i| {
-                diesel::insert_into(replay_records::table)
-                    .values(NewRecord::from(records[i]))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .map(|rows| rows == 1)
-            })
-            .collect(),
-        DbConnection::Postgres(conn) => {
-            if which.is_empty() {
-                return Ok(Vec::new());
-            }
-            let rows: Vec<NewRecord<'_>> =
-                which.iter().map(|&i| NewRecord::from(records[i])).collect();
-            let inserted: std::collections::HashSet<(String, String)> =
-                diesel::insert_into(replay_records::table)
-                    .values(&rows)
-                    .on_conflict_do_nothing()
-                    .returning((replay_records::enterprise_id, replay_records::evaluation_id))
-                    .load::<(String, String)>(conn)?
-                    .into_iter()
-                    .collect();
-            // A batch may hold one evaluationId twice: the first in order is the record.
-            let mut claimed = std::collections::HashSet::new();
-            Ok(which
-                .iter()
-                .map(|&i| {
-                    let key = (
-                        records[i].enterprise.clone(),
-                        records[i].evaluation_id.clone(),
-                    );
-                    inserted.contains(&key) && claimed.insert(key)
-                })
-                .collect())
         }
     }
 }

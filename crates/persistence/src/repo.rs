@@ -22,8 +22,15 @@ use crate::schema::{
 #[derive(Clone)]
 pub struct Repository {
     pool: Pool,
+    gate: std::sync::Arc<WriteGate>,
     replays: std::sync::Arc<crate::replay::ReplayWriter>,
 }
+
+/// Serialises this process's SQLite write transactions. SQLite has one writer at a
+/// time anyway; waiting here, in order, is fairer and far cheaper than every writer
+/// polling the database lock with the busy handler's growing sleeps.
+#[derive(Debug, Default)]
+pub(crate) struct WriteGate(std::sync::Mutex<()>);
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,8 +57,14 @@ impl Repository {
     /// The repository over `pool`, with its replay record writer (one thread, started
     /// by the first verification).
     pub fn new(pool: Pool) -> Self {
-        let replays = std::sync::Arc::new(crate::replay::ReplayWriter::new(pool.clone()));
-        Self { pool, replays }
+        let gate = std::sync::Arc::new(WriteGate::default());
+        let replays =
+            std::sync::Arc::new(crate::replay::ReplayWriter::new(pool.clone(), gate.clone()));
+        Self {
+            pool,
+            gate,
+            replays,
+        }
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<crate::ConnectionManager>, StoreError> {
@@ -81,12 +94,14 @@ impl ReadinessProbe for Repository {
 /// its start (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
 /// instead of failing when they upgrade a read lock.
 pub(crate) fn write_tx<T, O>(
+    gate: &WriteGate,
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
 ) -> Result<T, Abort<O>> {
     match conn {
         DbConnection::Postgres(_) => conn.transaction(f),
         DbConnection::Sqlite(_) => {
+            let _turn = gate.0.lock().unwrap_or_else(|p| p.into_inner());
             diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
             match f(conn) {
                 Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
@@ -295,10 +310,9 @@ impl KeyStore for Repository {
             created_by: key.created_by.as_str(),
         };
         let enterprise = key.enterprise_id.as_str();
-        let attempt = write_tx(&mut conn, |conn| {
-            if let Some(conflict) = conflict_of(conn, key)? {
-                return Err(Abort::Outcome(conflict));
-            }
+        // The constraints decide; only a refusal looks at why (below), so the usual
+        // registration holds the write lock for its three writes alone.
+        let attempt = write_tx(&self.gate, &mut conn, |conn| {
             match diesel::insert_into(webhook_keys::table)
                 .values(&row)
                 .execute(conn)
@@ -347,7 +361,7 @@ impl KeyStore for Repository {
         };
         // The refusal is recorded in its own transaction: the attempt's was rolled back.
         // A unique constraint that fired under a race is named by looking again.
-        let outcome = write_tx(&mut conn, |conn| {
+        let outcome = write_tx(&self.gate, &mut conn, |conn| {
             let outcome = match refused {
                 InsertOutcome::LimitReached => match conflict_of(conn, key)? {
                     Some(conflict) => conflict,
@@ -440,7 +454,7 @@ impl KeyStore for Repository {
         let mut conn = self.conn()?;
         let enterprise = enterprise.as_str();
         let key_id = key_id.as_str();
-        let done = write_tx(&mut conn, |conn| {
+        let done = write_tx(&self.gate, &mut conn, |conn| {
             let changed = diesel::update(webhook_keys::table)
                 .filter(webhook_keys::enterprise_id.eq(enterprise))
                 .filter(webhook_keys::key_id.eq(key_id))
@@ -577,7 +591,7 @@ impl AdminStore for Repository {
         at: Timestamp,
     ) -> Result<AdminOutcome, StoreError> {
         let mut conn = self.conn()?;
-        let result = write_tx(&mut conn, |conn| {
+        let result = write_tx(&self.gate, &mut conn, |conn| {
             let user_id: Option<String> = users::table
                 .filter(users::email.eq(email.as_str()))
                 .select(users::id)
