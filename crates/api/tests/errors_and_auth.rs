@@ -53,25 +53,35 @@ on_both_backends! {
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
     }
 
-    a_reused_grant_ends_within_its_bound(db) {
-        // In service, a grant read from the database is reused for a bounded time; a
-        // revocation is refused by every server once that time has passed.
-        let h = Harness::with_options(db, Options { grant_cache_millis: 100, ..Options::default() });
+    a_reused_grant_ends_with_the_next_epoch_or_the_bound(db) {
+        // In service, a grant read from the database is reused while the server has
+        // recently seen the auth epoch, which every revocation bumps.
+        let h = Harness::with_options(db, Options { grant_cache_millis: 150, ..Options::default() });
         let issued = h.admin_service.issue_token("admin@acme.test", None, [7; 40]).expect("token");
+        h.keys.observe_auth_epoch().expect("epoch");
         let ok = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
         assert_eq!(ok.status, StatusCode::OK);
         h.admin_service.revoke_token(&format!("kw_{}", issued.id)).expect("revoke");
         let within = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
-        assert_eq!(within.status, StatusCode::OK, "reused within the bound");
+        assert_eq!(within.status, StatusCode::OK, "reused until the new epoch is seen");
         // The bearer's secret is still checked on every request.
         let mut forged = issued.token.clone();
         let last = forged.pop();
         forged.push(if last == Some('A') { 'B' } else { 'A' });
         let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged), None).await;
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
-        h.clock.set(1_768_213_800_000 + 100);
+        h.keys.observe_auth_epoch().expect("epoch");
         let after = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
-        assert_eq!(after.error_code(), "UNAUTHENTICATED", "refused once the bound has passed");
+        assert_eq!(after.error_code(), "UNAUTHENTICATED", "refused once the new epoch is seen");
+
+        // Without a recent observation nothing is reused.
+        let other = h.admin_service.issue_token("admin@acme.test", None, [8; 40]).expect("token");
+        let ok = h.call(Method::GET, &keys_path("acme"), Some(&other.token), None).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        h.admin_service.revoke_token(&format!("kw_{}", other.id)).expect("revoke");
+        h.clock.set(1_768_213_800_000 + 150);
+        let stale = h.call(Method::GET, &keys_path("acme"), Some(&other.token), None).await;
+        assert_eq!(stale.error_code(), "UNAUTHENTICATED", "refused once the bound has passed");
     }
 
     forbidden_comes_before_body_validation_and_hides_enterprises(db) {

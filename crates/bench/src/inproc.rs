@@ -39,6 +39,7 @@ impl KeyStore for OneKeyStore {
             revoked: false,
             email: "bench@keyward.test".into(),
             role: Some(Role::Admin),
+            epoch: 0,
         }))
     }
 

@@ -2,7 +2,7 @@
 //! printed as one table and written to `target/bench/report.md`.
 //!
 //! Usage: keyward-bench [--quick] [--keyward PATH] [--out FILE] [--skip-scale]
-//!                      [--backend sqlite|postgres]
+//!                      [--backend sqlite|postgres] [--only-scale]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +15,7 @@ struct Args {
     keyward: PathBuf,
     out: PathBuf,
     scale: bool,
+    only_scale: bool,
     backend: Option<http::Backend>,
 }
 
@@ -24,6 +25,7 @@ fn args() -> Result<Args, String> {
         keyward: PathBuf::from("target/release/keyward"),
         out: PathBuf::from("target/bench/report.md"),
         scale: true,
+        only_scale: false,
         backend: None,
     };
     let mut it = std::env::args().skip(1);
@@ -31,6 +33,7 @@ fn args() -> Result<Args, String> {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--skip-scale" => args.scale = false,
+            "--only-scale" => args.only_scale = true,
             "--backend" => {
                 args.backend = match it.next().as_deref() {
                     Some("sqlite") => Some(http::Backend::Sqlite),
@@ -99,17 +102,21 @@ fn main() {
         .into_iter()
         .filter(|b| args.backend.is_none_or(|only| only == *b))
         .collect();
-    for &backend in &backends {
+    for &backend in backends.iter().filter(|_| !args.only_scale) {
         match http::run_backend(&settings, backend, &mut report) {
             Ok(()) => {}
             Err(err) => report.note(format!("{} HTTP benches failed: {err}", backend.name())),
         }
     }
-    match http::startup(&settings) {
-        Ok(row) => report.push(row),
-        Err(err) => report.note(format!("start-up measurement failed: {err}")),
+    if !args.only_scale {
+        match http::startup(&settings) {
+            Ok(row) => report.push(row),
+            Err(err) => report.note(format!("start-up measurement failed: {err}")),
+        }
     }
-    if backends.contains(&http::Backend::Postgres) {
+    if args.only_scale {
+        // Nothing else.
+    } else if backends.contains(&http::Backend::Postgres) {
         match http::two_processes(&settings, &mut report) {
             Ok(()) => {}
             Err(err) => report.note(format!("two-process run failed: {err}")),
@@ -125,7 +132,7 @@ fn main() {
         } else {
             (10_000, 100)
         };
-        if let Err(err) = scale::run(&settings, enterprises, per, &mut report) {
+        if let Err(err) = scale::run(&settings, &backends, enterprises, per, &mut report) {
             report.note(format!("scale run failed: {err}"));
         }
     }

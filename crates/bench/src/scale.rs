@@ -1,11 +1,283 @@
-//! Scale: latencies on a database of 1,000,000 keys over 10,000 enterprises against the
-//! same operations on 1,000 keys. Both are bulk-loaded here, not through HTTP.
+//! Scale: the same reads and verifications on a database of 1,000 keys and on one of
+//! 1,000,000 keys over 10,000 enterprises, bulk-loaded here (not through HTTP).
+//!
+//! Every enterprise holds `per` keys `k-0`..: the first 20 ACTIVE, the rest REVOKED
+//! (the default limit of active keys), all administered by one bench user. Key `k-j`
+//! of every enterprise is the public half of signing key `j`, so tokens for any
+//! enterprise can be signed without a million private keys.
+
+use diesel::connection::SimpleConnection as _;
+use diesel::sql_types::{Binary, Text};
+use diesel::{Connection as _, RunQueryDsl as _};
+use keyward_domain::auth::IssuedToken;
+use keyward_domain::PublicJwk;
+use keyward_persistence::testing::TestDb;
+use serde_json::json;
+
+use crate::http::{self, drive, Backend, Server, Settings, BASE};
+use crate::load::{Mode, Plan, Prepared};
+use crate::report::{Report, Row};
+use crate::{inproc::unix_now, Curve, SigningKey};
+
+const ACTIVE_PER_ENTERPRISE: usize = 20;
+
+/// A small pseudo-random sequence (the same every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+/// One database's measurements.
+struct Measured {
+    keys: usize,
+    get: crate::load::Outcome,
+    list: crate::load::Outcome,
+    verify: crate::load::Outcome,
+    peak_rss_kib: u64,
+    load_seconds: f64,
+}
+
 pub fn run(
-    _settings: &crate::http::Settings,
-    _enterprises: usize,
-    _per: usize,
-    report: &mut crate::report::Report,
+    settings: &Settings,
+    backends: &[Backend],
+    enterprises: usize,
+    per: usize,
+    report: &mut Report,
 ) -> Result<(), String> {
-    report.note("scale run: not measured yet".into());
+    for &backend in backends {
+        let small = measure(settings, backend, 10, 100)?;
+        let large = measure(settings, backend, enterprises, per)?;
+        for (op, a, b) in [
+            ("GET key", &small.get, &large.get),
+            ("GET keys (first page)", &small.list, &large.list),
+            ("POST verify EdDSA", &small.verify, &large.verify),
+        ] {
+            let mut r = http::row(
+                &format!("scale: {op} at {} keys", large.keys),
+                backend.name(),
+                b,
+            );
+            let small_p99 = f64::from(a.quantile_us(0.99)).max(1.0);
+            r.baseline = format!(
+                "{} keys: {:.0}/s, p99 {small_p99:.0} µs (ratio is p99 over p99)",
+                small.keys,
+                a.throughput()
+            );
+            r.ratio = Some(r.p99_us / small_p99);
+            r.target = "≤ 1.5".into();
+            report.push(r);
+        }
+        report.push(Row {
+            operation: format!("scale: peak RSS of keyward serve at {} keys", large.keys),
+            backend: backend.name().into(),
+            throughput: 0.0,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            baseline: format!(
+                "{} MiB (at {} keys: {} MiB); bulk load took {:.0} s",
+                large.peak_rss_kib / 1024,
+                small.keys,
+                small.peak_rss_kib / 1024,
+                large.load_seconds
+            ),
+            ratio: None,
+            target: "< 64 MiB".into(),
+        });
+    }
     Ok(())
+}
+
+fn measure(
+    settings: &Settings,
+    backend: Backend,
+    enterprises: usize,
+    per: usize,
+) -> Result<Measured, String> {
+    let db = backend.fresh()?;
+    let signers: Vec<SigningKey> = (0..per)
+        .map(|j| SigningKey::new(Curve::Ed25519, 5_000 + j as u64))
+        .collect();
+    let started = std::time::Instant::now();
+    let token = bulk_load(&db, enterprises, &signers)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let server = Server::start(
+        settings,
+        &db.url_string(),
+        &[],
+        &format!("serve-scale-{}-{enterprises}", backend.name()),
+    )?;
+    let plan = |mode, expect| Plan {
+        addr: server.addr,
+        concurrency: settings.concurrency,
+        duration: settings.duration,
+        mode,
+        expect_status: expect,
+    };
+    let mut random = Lcg(42);
+    let gets = (0..20_000)
+        .map(|_| {
+            let e = random.below(enterprises);
+            let j = random.below(per);
+            Prepared::get(format!("{BASE}/e{e:05}/webhooks/keys/k-{j}"), Some(&token))
+        })
+        .collect();
+    let get = drive(&plan(Mode::Cycle, 200), gets, false);
+    let lists = (0..20_000)
+        .map(|_| {
+            Prepared::get(
+                format!("{BASE}/e{:05}/webhooks/keys", random.below(enterprises)),
+                Some(&token),
+            )
+        })
+        .collect();
+    let list = drive(&plan(Mode::Cycle, 200), lists, false);
+    let iat = unix_now();
+    let count = ((settings.raw_verify_per_second * 1.5).max(5_000.0)
+        * settings.duration.as_secs_f64()) as usize;
+    let verifies = (0..count.min(300_000))
+        .map(|n| {
+            let e = random.below(enterprises);
+            let j = random.below(ACTIVE_PER_ENTERPRISE.min(per));
+            let evaluation = format!("scale-{n}");
+            let body = json!({
+                "token": signers[j].token(&format!("k-{j}"), &evaluation, iat),
+                "evaluationId": evaluation,
+            });
+            Prepared::post(
+                format!("{BASE}/e{e:05}/webhooks/responses/verify"),
+                &token,
+                body.to_string(),
+            )
+        })
+        .collect();
+    let verify = drive(&plan(Mode::Once, 200), verifies, false);
+    for (what, outcome) in [("get", &get), ("list", &list), ("verify", &verify)] {
+        if outcome.unexpected > 0 || outcome.completed == 0 {
+            return Err(format!(
+                "scale {what}: {} unexpected of {}; first: {}",
+                outcome.unexpected,
+                outcome.completed,
+                outcome.first_unexpected.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    Ok(Measured {
+        keys: enterprises * per,
+        get,
+        list,
+        verify,
+        peak_rss_kib: server.peak_rss_kib().unwrap_or(0),
+        load_seconds,
+    })
+}
+
+/// Loads enterprises `e00000`.., their keys and one admin of them all; returns the
+/// admin's bearer token.
+fn bulk_load(db: &TestDb, enterprises: usize, signers: &[SigningKey]) -> Result<String, String> {
+    let err = |e: diesel::result::Error| e.to_string();
+    let issued = IssuedToken::from_random([0x5c; 8], [0x3d; 32]);
+    let now = unix_now() * 1000;
+    let active = ACTIVE_PER_ENTERPRISE.min(signers.len());
+    let postgres = db.sqlite_path().is_none();
+    // Statements differ only in how each backend counts and formats.
+    let (series, id_of) = if postgres {
+        (
+            format!("SELECT n FROM generate_series(0, {}) AS n", enterprises - 1),
+            "lpad(to_hex(s.n), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(j.j), 12, '0')",
+        )
+    } else {
+        (
+            format!(
+                "WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < {}) SELECT n FROM c",
+                enterprises - 1
+            ),
+            "printf('%08x-0000-4000-8000-%012x', s.n, j.j)",
+        )
+    };
+    let enterprise_of = if postgres {
+        "'e' || lpad(s.n::text, 5, '0')"
+    } else {
+        "printf('e%05d', s.n)"
+    };
+    let script = format!(
+        "CREATE TABLE bench_series (n BIGINT NOT NULL);
+         INSERT INTO bench_series (n) {series};
+         CREATE TABLE bench_jwks (j BIGINT NOT NULL, jwk TEXT NOT NULL, thumbprint TEXT NOT NULL);
+         INSERT INTO users (id, email, created_at) VALUES ('00000000-0000-4000-8000-00000000be9c', 'bench@keyward.test', {now});
+         INSERT INTO enterprises (id, name, active_keys, created_at)
+           SELECT {enterprise_of}, {enterprise_of}, {active}, {now} FROM bench_series s;
+         INSERT INTO memberships (enterprise_id, user_id, role, created_at)
+           SELECT {enterprise_of}, '00000000-0000-4000-8000-00000000be9c', 'admin', {now} FROM bench_series s;"
+    );
+    let keys = format!(
+        "INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwk, thumbprint, status, created_at, created_by, revoked_at, revoked_by)
+           SELECT {id_of}, {enterprise_of}, 'k-' || j.j, 'k-' || j.j, 'EdDSA', j.jwk, j.thumbprint,
+                  CASE WHEN j.j < {active} THEN 'ACTIVE' ELSE 'REVOKED' END, {now}, 'bench@keyward.test',
+                  CASE WHEN j.j < {active} THEN NULL ELSE {now} END,
+                  CASE WHEN j.j < {active} THEN NULL ELSE 'bench@keyward.test' END
+           FROM bench_series s CROSS JOIN bench_jwks j ORDER BY s.n, j.j;
+         DROP TABLE bench_series;
+         DROP TABLE bench_jwks;"
+    );
+    let jwks: Vec<(i64, String, String)> = signers
+        .iter()
+        .enumerate()
+        .map(|(j, signer)| {
+            let jwk = PublicJwk::from_stored(&signer.public_jwk().to_string())
+                .map_err(|e| e.to_string())?;
+            Ok((
+                j as i64,
+                jwk.to_canonical_json(),
+                jwk.thumbprint().as_str().to_owned(),
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let token_sql = "INSERT INTO api_tokens (id, user_id, token_hash, created_at) VALUES ($1, '00000000-0000-4000-8000-00000000be9c', $2, 0)";
+    macro_rules! load {
+        ($conn:expr) => {{
+            let conn = &mut $conn;
+            conn.batch_execute(&script).map_err(err)?;
+            for (j, jwk, thumbprint) in &jwks {
+                diesel::sql_query(format!(
+                    "INSERT INTO bench_jwks (j, jwk, thumbprint) VALUES ({j}, $1, $2)"
+                ))
+                .bind::<Text, _>(jwk)
+                .bind::<Text, _>(thumbprint)
+                .execute(conn)
+                .map_err(err)?;
+            }
+            diesel::sql_query(token_sql)
+                .bind::<Text, _>(&issued.id)
+                .bind::<Binary, _>(&issued.hash)
+                .execute(conn)
+                .map_err(err)?;
+            conn.batch_execute(&keys).map_err(err)?;
+        }};
+    }
+    match db.sqlite_path() {
+        Some(path) => {
+            let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())
+                .map_err(|e| e.to_string())?;
+            conn.batch_execute("PRAGMA journal_mode = WAL; BEGIN;")
+                .map_err(err)?;
+            load!(conn);
+            conn.batch_execute("COMMIT; PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
+                .map_err(err)?;
+        }
+        None => {
+            let mut conn =
+                diesel::PgConnection::establish(&db.url_string()).map_err(|e| e.to_string())?;
+            conn.batch_execute("BEGIN;").map_err(err)?;
+            load!(conn);
+            conn.batch_execute("COMMIT; ANALYZE;").map_err(err)?;
+        }
+    }
+    Ok(issued.token)
 }

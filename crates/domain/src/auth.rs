@@ -87,6 +87,8 @@ pub struct TokenGrant {
     pub revoked: bool,
     pub email: String,
     pub role: Option<Role>,
+    /// The store's auth epoch when the grant was read (see `KeyStore::auth_epoch`).
+    pub epoch: i64,
 }
 
 impl TokenGrant {
@@ -151,6 +153,7 @@ mod tests {
             revoked: false,
             email: "a@b.c".into(),
             role: Some(Role::Admin),
+            epoch: 0,
         };
         assert!(grant.is_valid_for(&issued.token, Timestamp::from_millis(999)));
         assert!(!grant.is_valid_for(&issued.token, Timestamp::from_millis(1000)));

@@ -43,6 +43,13 @@ pub trait KeyStore: Send + Sync {
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError>;
 
+    /// The counter that every change taking rights away (token revoked, membership
+    /// changed or removed) increases. A grant read at epoch `e` is still current while
+    /// the store's epoch is at most `e`.
+    fn auth_epoch(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
     /// Stores `key` unless its keyId or thumbprint is taken or the enterprise has
     /// `max_active` active keys. Race-free: enforced by the database, not by a prior read.
     /// Refusals are audited too.

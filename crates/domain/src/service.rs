@@ -31,15 +31,21 @@ pub struct Policy {
     pub insecure_jwks_hosts: InsecureHosts,
     /// How far a token's `iat` may be from now, and how late `exp`/`nbf` may be honoured.
     pub clock_skew_seconds: i64,
-    /// How long a bearer token's grant (hash, expiry, revocation, role) read from the
-    /// store is reused; 0 reads it on every request. See [`GRANT_CACHE_MILLIS`].
+    /// How old the last observation of the store's auth epoch may be for a grant
+    /// (hash, expiry, revocation, role) read earlier to be reused; 0 reads the grant on
+    /// every request. See [`GRANT_CACHE_MILLIS`].
     pub grant_cache_millis: i64,
 }
 
-/// How long a server reuses a bearer token's grant. A revoked token or a changed
-/// membership is therefore refused by every server within this bound; the admin
-/// commands that make such changes return only after it has passed.
-pub const GRANT_CACHE_MILLIS: i64 = 100;
+/// The bound on reusing a bearer token's grant: a server reuses grants only while it
+/// has observed the store's auth epoch within this time, and every revocation or
+/// membership change bumps that epoch. A revoked token or a lowered role is therefore
+/// refused by every server within this bound; the admin commands that make such
+/// changes return only after it has passed.
+pub const GRANT_CACHE_MILLIS: i64 = 150;
+
+/// How often a serving process observes the store's auth epoch.
+pub const AUTH_EPOCH_POLL_MILLIS: u64 = 50;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -80,7 +86,7 @@ struct ParsedKey {
 
 /// Entries kept at most by each cache; past it the cache starts over (a miss costs one
 /// store read and one key parse). Bounds memory whatever the number of keys.
-const CACHE_ENTRIES_MAX: usize = 4096;
+const CACHE_ENTRIES_MAX: usize = 16_384;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -149,11 +155,17 @@ impl ActiveKeys {
     }
 }
 
-/// Grants read from the store, by token id and enterprise, with when they were read.
-/// Only grants that exist are kept; the bearer's secret is checked against the stored
-/// hash on every request, and expiry against the clock.
+/// Grants read from the store, by token id and enterprise. Only grants that exist are
+/// kept; the bearer's secret is checked against the stored hash on every request, and
+/// expiry against the clock. A grant is reused only while the store's auth epoch, as
+/// last observed (recently), is not newer than the grant: any revocation or membership
+/// change bumps that epoch and so retires every grant read before it.
 #[derive(Default)]
-struct Grants(Mutex<HashMap<(String, String), (TokenGrant, Timestamp)>>);
+struct Grants {
+    entries: Mutex<HashMap<(String, String), TokenGrant>>,
+    /// The store's auth epoch and when it was observed.
+    seen: Mutex<Option<(i64, Timestamp)>>,
+}
 
 impl Grants {
     fn get(
@@ -161,20 +173,29 @@ impl Grants {
         token_id: &str,
         enterprise: &str,
         now: Timestamp,
-        ttl: i64,
+        fresh_millis: i64,
     ) -> Option<TokenGrant> {
-        let grants = lock(&self.0);
-        let (grant, read_at) = grants.get(&(token_id.to_owned(), enterprise.to_owned()))?;
-        let age = now.millis() - read_at.millis();
-        ((0..ttl).contains(&age)).then(|| grant.clone())
+        let (epoch, seen_at) = (*lock(&self.seen))?;
+        if !(0..fresh_millis).contains(&(now.millis() - seen_at.millis())) {
+            return None;
+        }
+        lock(&self.entries)
+            .get(&(token_id.to_owned(), enterprise.to_owned()))
+            .filter(|grant| grant.epoch >= epoch)
+            .cloned()
     }
 
-    fn insert(&self, token_id: &str, enterprise: &str, grant: TokenGrant, now: Timestamp) {
-        let mut grants = lock(&self.0);
+    fn insert(&self, token_id: &str, enterprise: &str, grant: TokenGrant) {
+        let mut grants = lock(&self.entries);
         if grants.len() >= CACHE_ENTRIES_MAX {
             grants.clear();
         }
-        grants.insert((token_id.to_owned(), enterprise.to_owned()), (grant, now));
+        grants.insert((token_id.to_owned(), enterprise.to_owned()), grant);
+    }
+
+    fn observe(&self, epoch: i64, now: Timestamp) {
+        *lock(&self.seen) = Some((epoch, now));
+        lock(&self.entries).retain(|_, grant| grant.epoch >= epoch);
     }
 }
 
@@ -258,9 +279,18 @@ impl KeyService {
             .ok_or(DomainError::Unauthenticated)?;
         let now = self.clock.now();
         if self.policy.grant_cache_millis > 0 {
-            self.grants.insert(id, enterprise, grant.clone(), now);
+            self.grants.insert(id, enterprise, grant.clone());
         }
         Self::decide(&grant, bearer, enterprise_id, now)
+    }
+
+    /// Reads the store's auth epoch, so that grants read before a revocation or a
+    /// membership change stop being reused. Serving processes call it every
+    /// [`AUTH_EPOCH_POLL_MILLIS`]; without a recent observation no grant is reused.
+    pub fn observe_auth_epoch(&self) -> Result<(), DomainError> {
+        let epoch = self.store.auth_epoch()?;
+        self.grants.observe(epoch, self.clock.now());
+        Ok(())
     }
 
     /// [`Self::authorize`] from a grant read recently, without the store; `None` when

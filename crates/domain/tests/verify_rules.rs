@@ -48,6 +48,7 @@ impl KeyStore for MemoryStore {
             revoked: false,
             email: "admin@acme.test".into(),
             role: Some(Role::Admin),
+            epoch: 0,
         }))
     }
     fn insert_key(

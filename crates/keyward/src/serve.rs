@@ -79,7 +79,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         metrics: Some(install_metrics()?),
     };
     runtime.block_on(async move {
-        tokio::spawn(purge_replay_records(keys));
+        tokio::spawn(purge_replay_records(keys.clone()));
+        tokio::spawn(observe_auth_epoch(keys));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -131,6 +132,24 @@ async fn purge_replay_records(keys: Arc<KeyService>) {
             }
             Ok(Err(err)) => tracing::warn!(error = %err, "replay record purge failed; will retry"),
             Err(err) => tracing::warn!(error = %err, "replay record purge task failed"),
+        }
+    }
+}
+
+/// Keeps the auth epoch observed, so that grants read from the database can be reused
+/// until a revocation or membership change retires them (see `GRANT_CACHE_MILLIS`).
+/// When the database cannot be read, observations stop and every request reads its
+/// grant again.
+async fn observe_auth_epoch(keys: Arc<KeyService>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        keyward_domain::AUTH_EPOCH_POLL_MILLIS,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let keys = keys.clone();
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || keys.observe_auth_epoch()).await {
+            tracing::debug!(error = %err, "auth epoch not observed; grants are read per request");
         }
     }
 }

@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::db::{DbConnection, Pool};
 use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
 use crate::schema::{
-    api_tokens, audit_events, enterprises, memberships, replay_records, users, webhook_keys,
+    api_tokens, audit_events, auth_epoch, enterprises, memberships, replay_records, users,
+    webhook_keys,
 };
 
 /// The store behind every port, over a connection pool.
@@ -230,6 +231,13 @@ fn refusal_code(outcome: &InsertOutcome) -> &'static str {
 /// A placeholder outcome for "a unique constraint fired; look again to say which".
 const RACED: InsertOutcome = InsertOutcome::LimitReached;
 
+fn read_auth_epoch(conn: &mut DbConnection) -> QueryResult<i64> {
+    auth_epoch::table
+        .filter(auth_epoch::id.eq(1))
+        .select(auth_epoch::epoch)
+        .first(conn)
+}
+
 /// A token's hash, expiry, revocation, and its holder's email and id.
 type TokenRow = (Vec<u8>, Option<i64>, Option<i64>, String, String);
 
@@ -240,6 +248,9 @@ impl KeyStore for Repository {
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError> {
         let mut conn = self.conn()?;
+        // The epoch first: a change committed after this read makes the grant older
+        // than the epoch servers will see next.
+        let epoch = read_auth_epoch(&mut conn).map_err(store_error)?;
         let token: Option<TokenRow> = api_tokens::table
             .inner_join(users::table)
             .filter(api_tokens::id.eq(token_id))
@@ -273,7 +284,13 @@ impl KeyStore for Repository {
             revoked: revoked_at.is_some(),
             email,
             role,
+            epoch,
         }))
+    }
+
+    fn auth_epoch(&self) -> Result<i64, StoreError> {
+        let mut conn = self.conn()?;
+        read_auth_epoch(&mut conn).map_err(store_error)
     }
 
     fn insert_key(

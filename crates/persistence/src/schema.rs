@@ -2,6 +2,13 @@
 //! Binary, Nullable), times as Unix milliseconds.
 
 diesel::table! {
+    auth_epoch (id) {
+        id -> Integer,
+        epoch -> BigInt,
+    }
+}
+
+diesel::table! {
     enterprises (id) {
         id -> Text,
         name -> Text,
@@ -95,4 +102,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_keys,
     audit_events,
     replay_records,
+    auth_epoch,
 );

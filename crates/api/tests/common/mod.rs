@@ -41,6 +41,7 @@ pub struct Harness {
     pub db: TestDb,
     pub repo: Repository,
     pub admin_service: AdminService,
+    pub keys: Arc<KeyService>,
     pub clock: Arc<TestClock>,
     /// Admin of `acme`.
     pub admin: String,
@@ -109,7 +110,7 @@ impl Default for Options {
             max_active_keys: 20,
             insecure_hosts: vec![],
             max_body_bytes: 65_536,
-            grant_cache_millis: 0,
+            grant_cache_millis: keyward_domain::GRANT_CACHE_MILLIS,
         }
     }
 }
@@ -156,15 +157,17 @@ impl Harness {
             max_active_keys: options.max_active_keys,
             insecure_jwks_hosts: InsecureHosts::new(options.insecure_hosts),
             clock_skew_seconds: 300,
-            // The test clock stands still; a grant read is reused only where a test says so.
+            // Grants are reused only after an observation of the auth epoch, which only
+            // the test of that reuse makes.
             grant_cache_millis: options.grant_cache_millis,
         };
+        let keys = Arc::new(KeyService::new(
+            Arc::new(repo.clone()),
+            clock.clone(),
+            policy,
+        ));
         let state = AppState {
-            keys: Arc::new(KeyService::new(
-                Arc::new(repo.clone()),
-                clock.clone(),
-                policy,
-            )),
+            keys: keys.clone(),
             readiness: Arc::new(repo.clone()),
             metrics: None,
         };
@@ -183,6 +186,7 @@ impl Harness {
             db,
             repo,
             admin_service,
+            keys,
             clock,
             admin: tokens.next().unwrap_or_default(),
             member: tokens.next().unwrap_or_default(),
