@@ -2,7 +2,7 @@
 //! printed as one table and written to `target/bench/report.md`.
 //!
 //! Usage: keyward-bench [--quick] [--keyward PATH] [--out FILE] [--skip-scale]
-//!                      [--backend sqlite|postgres] [--only-scale]
+//!                      [--backend sqlite|postgres] [--only-scale] [--only-inproc]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +16,7 @@ struct Args {
     out: PathBuf,
     scale: bool,
     only_scale: bool,
+    only_inproc: bool,
     backend: Option<http::Backend>,
 }
 
@@ -26,6 +27,7 @@ fn args() -> Result<Args, String> {
         out: PathBuf::from("target/bench/report.md"),
         scale: true,
         only_scale: false,
+        only_inproc: false,
         backend: None,
     };
     let mut it = std::env::args().skip(1);
@@ -34,6 +36,7 @@ fn args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--skip-scale" => args.scale = false,
             "--only-scale" => args.only_scale = true,
+            "--only-inproc" => args.only_inproc = true,
             "--backend" => {
                 args.backend = match it.next().as_deref() {
                     Some("sqlite") => Some(http::Backend::Sqlite),
@@ -100,6 +103,7 @@ fn main() {
     };
     let backends: Vec<_> = http::Backend::available()
         .into_iter()
+        .filter(|_| !args.only_inproc)
         .filter(|b| args.backend.is_none_or(|only| only == *b))
         .collect();
     for &backend in backends.iter().filter(|_| !args.only_scale) {
@@ -108,13 +112,13 @@ fn main() {
             Err(err) => report.note(format!("{} HTTP benches failed: {err}", backend.name())),
         }
     }
-    if !args.only_scale {
+    if !args.only_scale && !args.only_inproc {
         match http::startup(&settings) {
             Ok(row) => report.push(row),
             Err(err) => report.note(format!("start-up measurement failed: {err}")),
         }
     }
-    if args.only_scale {
+    if args.only_scale || args.only_inproc {
         // Nothing else.
     } else if backends.contains(&http::Backend::Postgres) {
         match http::two_processes(&settings, &mut report) {
@@ -126,7 +130,7 @@ fn main() {
     }
 
     // 5. Scale: 1,000,000 keys against 1,000.
-    if args.scale {
+    if args.scale && !args.only_inproc {
         let (enterprises, per) = if args.quick {
             (1_000, 100)
         } else {

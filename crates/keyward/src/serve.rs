@@ -60,8 +60,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
+    // Blocking work is database calls, which wait for one of the pool's connections
+    // anyway: more threads than that (tokio allows 512) only add stacks and allocator
+    // arenas to the resident memory.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(usize::try_from(args.db_pool_size).unwrap_or(16) * 2 + 8)
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let fetcher = JwksFetcher::new(
