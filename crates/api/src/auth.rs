@@ -46,7 +46,12 @@ async fn authorize(req: &Request, bearer: Bearer) -> poem::Result<EnterpriseAdmi
     // A grant read moments ago decides without a trip to the database.
     let result = match state.keys.authorize_cached(&token, &enterprise) {
         Some(decided) => decided,
-        None => crate::state::blocking(move || state.keys.authorize(&token, &enterprise)).await,
+        None => {
+            let keys = state.keys.clone();
+            state
+                .read(move || keys.authorize(&token, &enterprise))
+                .await
+        }
     };
     if let (Err(DomainError::Unauthenticated), Some(client), Some(failures)) =
         (&result, client, &failures)

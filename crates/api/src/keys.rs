@@ -178,8 +178,9 @@ impl KeysApi {
         let keys = state.keys.clone();
         let status = status.0.map(|s| s.domain().as_str());
         let (limit, offset) = (limit.0, prev_id.0);
-        let (page, limit, offset) =
-            blocking(move || keys.list(&admin, status, Some(limit), Some(offset))).await?;
+        let (page, limit, offset) = state
+            .read(move || keys.list(&admin, status, Some(limit), Some(offset)))
+            .await?;
         Ok(ListResponse::Ok(Json(KeyList {
             keys: page.keys.iter().map(KeySummary::from).collect(),
             total: page.total,
@@ -210,7 +211,7 @@ impl KeysApi {
     ) -> Result<GetResponse, GetError> {
         let admin = auth.0;
         let keys = state.keys.clone();
-        let key = blocking(move || keys.get(&admin, &key_id.0)).await?;
+        let key = state.read(move || keys.get(&admin, &key_id.0)).await?;
         Ok(GetResponse::Ok(Json(KeyDetail::from(&key))))
     }
 

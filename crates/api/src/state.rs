@@ -15,6 +15,26 @@ pub struct AppState {
     pub readiness: Arc<dyn ReadinessProbe>,
     /// `None` when no metrics recorder is installed (`/metrics` then answers 404).
     pub metrics: Option<MetricsRenderer>,
+    /// Whether short database reads run in place on the event loop: right for an
+    /// embedded database (SQLite), where a read is a little CPU and handing it to
+    /// another thread costs more than the read; wrong for a networked one.
+    pub reads_inline: bool,
+}
+
+impl AppState {
+    /// Runs a short database read (authorization, get, list): in place when
+    /// [`Self::reads_inline`], otherwise on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DomainError>
+    where
+        F: FnOnce() -> Result<T, DomainError> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.reads_inline {
+            f()
+        } else {
+            blocking(f).await
+        }
+    }
 }
 
 /// Runs blocking work (Diesel calls) on the blocking pool, never on the async workers.

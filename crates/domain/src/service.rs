@@ -123,7 +123,14 @@ impl ParsedKeys {
 /// revocation, and the replay record's transaction re-checks exactly that: a revoked key
 /// never verifies. Entries are dropped when a revocation is seen.
 #[derive(Default)]
-struct ActiveKeys(Mutex<HashMap<(EnterpriseId, String), Arc<ActiveKey>>>);
+struct ActiveKeys(Mutex<ActiveKeyMap>);
+
+/// Keys by enterprise, then keyId (looked up with borrowed strings), and their count.
+#[derive(Default)]
+struct ActiveKeyMap {
+    by_enterprise: HashMap<String, HashMap<String, Arc<ActiveKey>>>,
+    len: usize,
+}
 
 struct ActiveKey {
     key_id: String,
@@ -138,20 +145,34 @@ enum ActiveSource {
 impl ActiveKeys {
     fn get(&self, enterprise: &EnterpriseId, kid: &str) -> Option<Arc<ActiveKey>> {
         lock(&self.0)
-            .get(&(enterprise.clone(), kid.to_owned()))
+            .by_enterprise
+            .get(enterprise.as_str())?
+            .get(kid)
             .cloned()
     }
 
     fn insert(&self, enterprise: &EnterpriseId, key: Arc<ActiveKey>) {
         let mut keys = lock(&self.0);
-        if keys.len() >= CACHE_ENTRIES_MAX {
-            keys.clear();
+        if keys.len >= CACHE_ENTRIES_MAX {
+            *keys = ActiveKeyMap::default();
         }
-        keys.insert((enterprise.clone(), key.key_id.clone()), key);
+        let added = keys
+            .by_enterprise
+            .entry(enterprise.as_str().to_owned())
+            .or_default()
+            .insert(key.key_id.clone(), key)
+            .is_none();
+        keys.len += usize::from(added);
     }
 
     fn forget(&self, enterprise: &EnterpriseId, kid: &str) {
-        lock(&self.0).remove(&(enterprise.clone(), kid.to_owned()));
+        let mut keys = lock(&self.0);
+        let removed = keys
+            .by_enterprise
+            .get_mut(enterprise.as_str())
+            .and_then(|keys| keys.remove(kid))
+            .is_some();
+        keys.len -= usize::from(removed);
     }
 }
 
@@ -440,17 +461,6 @@ impl KeyService {
             .ok_or_else(not_found)
     }
 
-    /// Verifies a signed webhook response for the evaluation `evaluation_id`. A success
-    /// is recorded durably before it is reported, so the evaluation never verifies twice.
-    pub fn verify_body(
-        &self,
-        admin: &EnterpriseAdmin,
-        body: &[u8],
-    ) -> Result<Verification, DomainError> {
-        let request = verify::VerifyRequest::from_body(body)?;
-        self.verify(admin, &request.token, &request.evaluation_id)
-    }
-
     /// Verifies `token` as the answer to `evaluation_id`: [`Self::check`], then the
     /// durable replay record, whose transaction also re-checks that the key is active.
     pub fn verify(
@@ -476,7 +486,7 @@ impl KeyService {
     }
 
     /// The first part of verifying a raw verify body, done only from memory: `None`
-    /// when the key must first be read from the store (then use [`Self::verify_body`]).
+    /// when the key must first be read from the store (then use [`Self::verify_body_step`]).
     /// A good token comes back as a [`PendingVerification`] to [`Self::submit`].
     pub fn verify_body_cached(
         &self,
@@ -503,6 +513,24 @@ impl KeyService {
                 Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
             },
         ))
+    }
+
+    /// [`Self::verify_body_cached`] for when the key is not in memory: reads it from the
+    /// store (or its JWKS), so it may block. The replay record is left to [`Self::submit`].
+    pub fn verify_body_step(
+        &self,
+        admin: &EnterpriseAdmin,
+        body: &[u8],
+    ) -> Result<VerifyStep, DomainError> {
+        let request = verify::VerifyRequest::from_body(body)?;
+        Ok(
+            match self.check(admin, &request.token, &request.evaluation_id)? {
+                Ok(checked) => {
+                    VerifyStep::Record(self.pending(admin, checked, &request.evaluation_id))
+                }
+                Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
+            },
+        )
     }
 
     /// Hands a good token's replay record to the store; `done` gets the outcome for

@@ -81,6 +81,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         keys: keys.clone(),
         readiness: repository,
         metrics: Some(install_metrics()?),
+        reads_inline: matches!(
+            keyward_persistence::DatabaseUrl::parse(&args.database_url),
+            Ok(keyward_persistence::DatabaseUrl::Sqlite(_))
+        ),
     };
     runtime.block_on(async move {
         tokio::spawn(purge_replay_records(keys.clone()));

@@ -171,17 +171,9 @@ impl Writer {
     fn run(mut self, queue: &Mutex<mpsc::Receiver<Job>>) {
         while let Some(batch) = Self::gather(queue) {
             let records: Vec<&Record> = batch.iter().map(|job| &job.record).collect();
-            let outcomes = self.commit(&records);
+            let due = self.due_stamps(&records);
+            let outcomes = self.commit(&records, &due);
             metrics::histogram!("keyward_replay_batch_size").record(batch.len() as f64);
-            let stamps: Vec<(String, String, i64)> = match &outcomes {
-                Ok(outcomes) => records
-                    .iter()
-                    .zip(outcomes)
-                    .filter(|(_, o)| **o == RecordOutcome::Recorded)
-                    .map(|(r, _)| (r.enterprise.clone(), r.key_id.clone(), r.at))
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
             match outcomes {
                 Ok(outcomes) => {
                     for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -194,12 +186,41 @@ impl Writer {
                     }
                 }
             }
-            self.stamp(stamps);
         }
     }
 
+    /// The batch's keys whose `last_verified_at` this process has not stamped for a
+    /// while, with the time to stamp; remembered as stamped from now on.
+    fn due_stamps(&mut self, records: &[&Record]) -> BTreeMap<(String, String), i64> {
+        let now = Instant::now();
+        let resolution = Duration::from_millis(LAST_VERIFIED_RESOLUTION_MS as u64);
+        let mut due = BTreeMap::new();
+        for r in records {
+            let key = (r.enterprise.clone(), r.key_id.clone());
+            if self
+                .stamped
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < resolution)
+            {
+                continue;
+            }
+            due.insert(key, r.at);
+        }
+        if self.stamped.len() + due.len() > STAMPS_MAX {
+            self.stamped.clear();
+        }
+        for key in due.keys() {
+            self.stamped.insert(key.clone(), now);
+        }
+        due
+    }
+
     /// Writes `records` in one transaction; the outcomes are in `records`' order.
-    fn commit(&self, records: &[&Record]) -> Result<Vec<RecordOutcome>, StoreError> {
+    fn commit(
+        &self,
+        records: &[&Record],
+        due: &BTreeMap<(String, String), i64>,
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
         let mut conn = self
             .pool
             .get()
@@ -210,53 +231,16 @@ impl Writer {
             (&a.enterprise, &a.evaluation_id).cmp(&(&b.enterprise, &b.evaluation_id))
         });
         match &mut *conn {
-            DbConnection::Postgres(pg) => postgres_commit(pg, records, &order),
-            DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order),
-        }
-        .map_err(crate::repo::store_error)
-    }
-
-    /// Stamps `last_verified_at` of keys not stamped by this process for a while.
-    fn stamp(&mut self, recorded: Vec<(String, String, i64)>) {
-        let now = Instant::now();
-        let due = Duration::from_millis(LAST_VERIFIED_RESOLUTION_MS as u64);
-        let mut todo = BTreeMap::new();
-        for (enterprise, key_id, at) in recorded {
-            let key = (enterprise, key_id);
-            if self
-                .stamped
-                .get(&key)
-                .is_some_and(|t| now.duration_since(*t) < due)
-            {
-                continue;
+            DbConnection::Postgres(pg) => {
+                let outcomes =
+                    postgres_commit(pg, records, &order).map_err(crate::repo::store_error)?;
+                if let Err(err) = postgres_stamp(pg, records, &outcomes, due) {
+                    tracing::warn!(error = %err, "could not stamp the keys' last verification");
+                }
+                Ok(outcomes)
             }
-            todo.insert(key, at);
-        }
-        if todo.is_empty() {
-            return;
-        }
-        if self.stamped.len() + todo.len() > STAMPS_MAX {
-            self.stamped.clear();
-        }
-        let Ok(mut conn) = self.pool.get() else {
-            return;
-        };
-        for ((enterprise, key_id), at) in todo {
-            // Outside the record transaction: taking the key row's write lock there while
-            // other processes' batches hold it shared could deadlock.
-            let stamped = diesel::sql_query(
-                "UPDATE webhook_keys SET last_verified_at = $1 WHERE enterprise_id = $2 \
-                 AND key_id = $3 AND (last_verified_at IS NULL OR last_verified_at < $4)",
-            )
-            .bind::<BigInt, _>(at)
-            .bind::<Text, _>(&enterprise)
-            .bind::<Text, _>(&key_id)
-            .bind::<BigInt, _>(at - LAST_VERIFIED_RESOLUTION_MS)
-            .execute(&mut *conn);
-            if let Err(err) = stamped {
-                tracing::warn!(error = %err, "could not stamp the key's last verification");
-            }
-            self.stamped.insert((enterprise, key_id), now);
+            DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order, due)
+                .map_err(crate::repo::store_error),
         }
     }
 }
@@ -269,6 +253,7 @@ fn sqlite_commit(
     conn: &mut DbConnection,
     records: &[&Record],
     order: Vec<usize>,
+    due: &BTreeMap<(String, String), i64>,
 ) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
     let mut outcomes = vec![RecordOutcome::KeyRevoked; records.len()];
     let done = crate::repo::write_tx(gate, conn, |conn| {
@@ -304,6 +289,26 @@ fn sqlite_commit(
                 RecordOutcome::Replayed
             };
         }
+        // The keys' last verification, in the same commit (one writer: no lock order
+        // to respect), for keys due a stamp that verified in this batch.
+        for (i, r) in records.iter().enumerate() {
+            let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
+                continue;
+            };
+            if outcomes[i] != RecordOutcome::Recorded {
+                continue;
+            }
+            diesel::update(webhook_keys::table)
+                .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
+                .filter(webhook_keys::key_id.eq(&r.key_id))
+                .filter(
+                    webhook_keys::last_verified_at
+                        .is_null()
+                        .or(webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS)),
+                )
+                .set(webhook_keys::last_verified_at.eq(Some(at)))
+                .execute(conn)?;
+        }
         Ok(())
     });
     match done {
@@ -311,6 +316,50 @@ fn sqlite_commit(
         Err(crate::repo::Abort::Db(err)) => Err(err),
         Err(crate::repo::Abort::Outcome(())) => Err(diesel::result::Error::RollbackTransaction),
     }
+}
+
+/// PostgreSQL: the batch's due stamps in one statement after its commit. `SKIP LOCKED`
+/// never waits on a key row that another process's batch holds shared, so stamping
+/// cannot deadlock with recording; a skipped key is stamped by a later verification.
+const POSTGRES_STAMP: &str = "\
+WITH due (enterprise_id, key_id, at) AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+), locked AS (
+    SELECT k.seq, d.at FROM webhook_keys k
+    JOIN due d ON d.enterprise_id = k.enterprise_id AND d.key_id = k.key_id
+    WHERE k.last_verified_at IS NULL OR k.last_verified_at < d.at - 60000
+    ORDER BY k.seq
+    FOR UPDATE OF k SKIP LOCKED
+)
+UPDATE webhook_keys k SET last_verified_at = locked.at FROM locked WHERE k.seq = locked.seq";
+
+fn postgres_stamp(
+    conn: &mut diesel::PgConnection,
+    records: &[&Record],
+    outcomes: &[RecordOutcome],
+    due: &BTreeMap<(String, String), i64>,
+) -> Result<(), diesel::result::Error> {
+    use diesel::sql_types::Array;
+    let mut stamps = BTreeMap::new();
+    for (r, outcome) in records.iter().zip(outcomes) {
+        let key = (r.enterprise.clone(), r.key_id.clone());
+        if *outcome == RecordOutcome::Recorded {
+            if let Some(&at) = due.get(&key) {
+                stamps.insert(key, at);
+            }
+        }
+    }
+    if stamps.is_empty() {
+        return Ok(());
+    }
+    let (keys, ats): (Vec<_>, Vec<i64>) = stamps.into_iter().unzip();
+    let (enterprises, key_ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    diesel::sql_query(POSTGRES_STAMP)
+        .bind::<Array<Text>, _>(enterprises)
+        .bind::<Array<Text>, _>(key_ids)
+        .bind::<Array<BigInt>, _>(ats)
+        .execute(conn)?;
+    Ok(())
 }
 
 /// PostgreSQL: the whole batch in one statement, so one round trip and one commit.

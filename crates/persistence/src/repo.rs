@@ -337,14 +337,6 @@ impl KeyStore for Repository {
                 Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),
                 other => other?,
             };
-            let bumped = diesel::update(enterprises::table)
-                .filter(enterprises::id.eq(enterprise))
-                .filter(enterprises::active_keys.lt(i64::from(max_active)))
-                .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
-                .execute(conn)?;
-            if bumped == 0 {
-                return Err(Abort::Outcome(InsertOutcome::LimitReached));
-            }
             append_audit(
                 conn,
                 key.created_at,
@@ -354,6 +346,16 @@ impl KeyStore for Repository {
                 "OK",
                 audit,
             )?;
+            // Last, so the enterprise row (which serialises its registrations) is held
+            // from here to the commit only.
+            let bumped = diesel::update(enterprises::table)
+                .filter(enterprises::id.eq(enterprise))
+                .filter(enterprises::active_keys.lt(i64::from(max_active)))
+                .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
+                .execute(conn)?;
+            if bumped == 0 {
+                return Err(Abort::Outcome(InsertOutcome::LimitReached));
+            }
             Ok(())
         });
         let refused = match attempt {

@@ -170,6 +170,7 @@ impl Harness {
             keys: keys.clone(),
             readiness: Arc::new(repo.clone()),
             metrics: None,
+            reads_inline: false,
         };
         let endpoint = app(
             state,
