@@ -308,9 +308,10 @@ pub fn run_backend(
 ) -> Result<(), String> {
     let db = backend.fresh()?;
     let url = db.url_string();
-    let writers = ["bench-r0", "bench-r1", "bench-r2", "bench-r3"];
+    let writers: Vec<String> = (0..16).map(|n| format!("bench-r{n}")).collect();
+    let writers: Vec<&str> = writers.iter().map(String::as_str).collect();
     let mut all = vec!["acme"];
-    all.extend(writers);
+    all.extend(writers.iter().copied());
     let token = bootstrap(settings, &url, &all)?;
     let server = Server::start(
         settings,

@@ -194,6 +194,61 @@ fn append_audit(
         .execute(conn)
 }
 
+/// PostgreSQL's registration: the guarded counter bump, the key row and its audit event
+/// in one atomic statement. No row comes back when the limit is reached; a unique
+/// constraint fails the statement.
+const POSTGRES_INSERT_KEY: &str = "\
+WITH bumped AS (
+    UPDATE enterprises SET active_keys = active_keys + 1
+    WHERE id = $2 AND active_keys < $12
+    RETURNING id
+), inserted AS (
+    INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwks_uri, jwk,
+                              thumbprint, status, created_at, created_by)
+    SELECT $1, bumped.id, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10 FROM bumped
+    RETURNING enterprise_id, key_id
+), audited AS (
+    INSERT INTO audit_events (at, enterprise_id, key_id, actor, action, outcome, request_id)
+    SELECT $9, enterprise_id, key_id, $11, 'REGISTER', 'OK', $13 FROM inserted
+    RETURNING 1
+)
+SELECT count(*) AS n FROM audited";
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+fn postgres_insert_key(
+    conn: &mut diesel::PgConnection,
+    row: &NewKeyRow<'_>,
+    max_active: u32,
+    audit: &AuditContext,
+) -> Result<(), Abort<InsertOutcome>> {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    let done: Count = diesel::sql_query(POSTGRES_INSERT_KEY)
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(row.enterprise_id)
+        .bind::<Text, _>(row.key_id)
+        .bind::<Text, _>(row.key_name)
+        .bind::<Nullable<Text>, _>(row.algorithm)
+        .bind::<Nullable<Text>, _>(row.jwks_uri)
+        .bind::<Nullable<Text>, _>(row.jwk)
+        .bind::<Nullable<Text>, _>(row.thumbprint)
+        .bind::<BigInt, _>(row.created_at)
+        .bind::<Text, _>(row.created_by)
+        .bind::<Text, _>(audit.actor.as_str())
+        .bind::<BigInt, _>(i64::from(max_active))
+        .bind::<Text, _>(&audit.request_id)
+        .get_result(conn)?;
+    if done.n == 1 {
+        Ok(())
+    } else {
+        Err(Abort::Outcome(InsertOutcome::LimitReached))
+    }
+}
+
 /// Which existing key blocks `key` (keyId first, then thumbprint), if any.
 fn conflict_of(conn: &mut DbConnection, key: &NewKey) -> QueryResult<Option<InsertOutcome>> {
     let enterprise = key.enterprise_id.as_str();
@@ -329,35 +384,38 @@ impl KeyStore for Repository {
         let enterprise = key.enterprise_id.as_str();
         // The constraints decide; only a refusal looks at why (below), so the usual
         // registration holds the write lock for its three writes alone.
-        let attempt = write_tx(&self.gate, &mut conn, |conn| {
-            match diesel::insert_into(webhook_keys::table)
-                .values(&row)
-                .execute(conn)
-            {
-                Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),
-                other => other?,
-            };
-            append_audit(
-                conn,
-                key.created_at,
-                enterprise,
-                key.key_id.as_str(),
-                AuditAction::Register,
-                "OK",
-                audit,
-            )?;
-            // Last, so the enterprise row (which serialises its registrations) is held
-            // from here to the commit only.
-            let bumped = diesel::update(enterprises::table)
-                .filter(enterprises::id.eq(enterprise))
-                .filter(enterprises::active_keys.lt(i64::from(max_active)))
-                .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
-                .execute(conn)?;
-            if bumped == 0 {
-                return Err(Abort::Outcome(InsertOutcome::LimitReached));
-            }
-            Ok(())
-        });
+        let attempt = match &mut *conn {
+            // One statement, so one round trip, and the enterprise row (which serialises
+            // its registrations) is locked only from here to the commit.
+            DbConnection::Postgres(pg) => postgres_insert_key(pg, &row, max_active, audit),
+            DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
+                match diesel::insert_into(webhook_keys::table)
+                    .values(&row)
+                    .execute(conn)
+                {
+                    Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),
+                    other => other?,
+                };
+                append_audit(
+                    conn,
+                    key.created_at,
+                    enterprise,
+                    key.key_id.as_str(),
+                    AuditAction::Register,
+                    "OK",
+                    audit,
+                )?;
+                let bumped = diesel::update(enterprises::table)
+                    .filter(enterprises::id.eq(enterprise))
+                    .filter(enterprises::active_keys.lt(i64::from(max_active)))
+                    .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
+                    .execute(conn)?;
+                if bumped == 0 {
+                    return Err(Abort::Outcome(InsertOutcome::LimitReached));
+                }
+                Ok(())
+            }),
+        };
         let refused = match attempt {
             Ok(()) => {
                 return Ok(InsertOutcome::Inserted(Box::new(StoredKey {
