@@ -194,6 +194,8 @@ pub struct AbResult {
     pub jsonwebtoken_per_second: Option<f64>,
     /// The median over rounds of keyward's rate / jsonwebtoken's.
     pub versus_jsonwebtoken: Option<f64>,
+    /// Other crates' raw rate on the same token (what the choice was measured against).
+    pub alternatives: Vec<(&'static str, f64)>,
 }
 
 /// Measures `curve` for about `budget`: rounds of a batch of raw checks then a batch of
@@ -279,6 +281,7 @@ pub fn interleaved(curve: Curve, budget: Duration) -> AbResult {
         raw_p99_us: quantile(&mut raw_lat, 0.99),
         jsonwebtoken_per_second: jwt.map(|_| count / jwt_time.as_secs_f64()),
         versus_jsonwebtoken: (!jwt_ratios.is_empty()).then(|| median(&mut jwt_ratios)),
+        alternatives: crate::alternatives(&fixture.signing, &input, budget / 4),
     }
 }
 

@@ -229,6 +229,55 @@ impl RawVerifier {
     }
 }
 
+/// The other well-kept crates' raw check on the same key and token, measured to justify
+/// the choice per curve: `(crate, verifications per second)`.
+pub fn alternatives(
+    key: &SigningKey,
+    input: &RawInput,
+    budget: std::time::Duration,
+) -> Vec<(&'static str, f64)> {
+    use aws_lc_rs::signature as lc;
+    let public = key.public_bytes();
+    let rate = |check: &dyn Fn() -> bool| {
+        assert!(check(), "an alternative accepts the fixture");
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < budget {
+            for _ in 0..16 {
+                assert!(check());
+            }
+            n += 16;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let (m, sig) = (&input.message, &input.signature);
+    match key.curve() {
+        Curve::Ed25519 => {
+            let parsed = lc::ParsedPublicKey::new(&lc::ED25519, &public).expect("a valid key");
+            vec![("aws-lc-rs", rate(&|| parsed.verify_sig(m, sig).is_ok()))]
+        }
+        Curve::P256 => {
+            let ring = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                &public,
+            );
+            vec![("ring", rate(&|| ring.verify(m, sig).is_ok()))]
+        }
+        Curve::P384 => {
+            let ring = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P384_SHA384_FIXED,
+                &public,
+            );
+            vec![("ring", rate(&|| ring.verify(m, sig).is_ok()))]
+        }
+        Curve::Secp256k1 => {
+            let parsed = lc::ParsedPublicKey::new(&lc::ECDSA_P256K1_SHA256_FIXED, &public)
+                .expect("a valid key");
+            vec![("aws-lc-rs", rate(&|| parsed.verify_sig(m, sig).is_ok()))]
+        }
+    }
+}
+
 /// A token's signing input and decoded signature, prepared for the raw check.
 pub struct RawInput {
     pub message: Vec<u8>,

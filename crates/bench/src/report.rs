@@ -27,13 +27,23 @@ impl Row {
                 )
             },
         );
+        let others: Vec<String> = r
+            .alternatives
+            .iter()
+            .map(|(name, rate)| format!("{name} {rate:.0}/s"))
+            .collect();
         Row {
             operation: format!("verify in-process {}", r.curve.alg()),
             backend: "-".into(),
             throughput: r.full_per_second,
             p50_us: r.full_p50_us,
             p99_us: r.full_p99_us,
-            baseline: format!("raw {} {:.0}/s; {jwt}", r.curve.name(), r.raw_per_second),
+            baseline: format!(
+                "raw {} {:.0}/s (other crates, raw: {}); {jwt}",
+                r.curve.name(),
+                r.raw_per_second,
+                others.join(", ")
+            ),
             ratio: Some(r.ratio),
             target: "≥ 0.93".into(),
         }
