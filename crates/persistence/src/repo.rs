@@ -293,8 +293,32 @@ fn read_auth_epoch(conn: &mut DbConnection) -> QueryResult<i64> {
         .first(conn)
 }
 
-/// A token's hash, expiry, revocation, and its holder's email and id.
-type TokenRow = (Vec<u8>, Option<i64>, Option<i64>, String, String);
+/// A token's grant: its hash, expiry and revocation, its holder's email and role in the
+/// enterprise asked about (none when it is not a member, or no enterprise is asked
+/// about: no enterprise id is empty), and the auth epoch, all in one statement. (`$1`
+/// comes first in the text: SQLite numbers `$n` parameters in order of appearance.)
+const TOKEN_GRANT: &str = "\
+SELECT t.token_hash, t.expires_at, t.revoked_at, u.email, m.role,
+       (SELECT epoch FROM auth_epoch WHERE id = 1) AS epoch
+FROM api_tokens t
+JOIN users u ON t.id = $1 AND u.id = t.user_id
+LEFT JOIN memberships m ON m.user_id = u.id AND m.enterprise_id = $2";
+
+#[derive(QueryableByName)]
+struct GrantRow {
+    #[diesel(sql_type = diesel::sql_types::Binary)]
+    token_hash: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    expires_at: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    revoked_at: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    email: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    role: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    epoch: i64,
+}
 
 impl KeyStore for Repository {
     fn token_grant(
@@ -303,43 +327,21 @@ impl KeyStore for Repository {
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError> {
         let mut conn = self.conn()?;
-        // The epoch first: a change committed after this read makes the grant older
-        // than the epoch servers will see next.
-        let epoch = read_auth_epoch(&mut conn).map_err(store_error)?;
-        let token: Option<TokenRow> = api_tokens::table
-            .inner_join(users::table)
-            .filter(api_tokens::id.eq(token_id))
-            .select((
-                api_tokens::token_hash,
-                api_tokens::expires_at,
-                api_tokens::revoked_at,
-                users::email,
-                users::id,
-            ))
-            .first(&mut *conn)
+        // One statement (one round trip), so the epoch comes from the same snapshot as
+        // the grant: a change committed later bumps the epoch past it.
+        let row: Option<GrantRow> = diesel::sql_query(TOKEN_GRANT)
+            .bind::<diesel::sql_types::Text, _>(token_id)
+            .bind::<diesel::sql_types::Text, _>(enterprise.map_or("", EnterpriseId::as_str))
+            .get_result(&mut *conn)
             .optional()
             .map_err(store_error)?;
-        let Some((hash, expires_at, revoked_at, email, user_id)) = token else {
-            return Ok(None);
-        };
-        let role = match enterprise {
-            None => None,
-            Some(enterprise) => memberships::table
-                .filter(memberships::enterprise_id.eq(enterprise.as_str()))
-                .filter(memberships::user_id.eq(&user_id))
-                .select(memberships::role)
-                .first::<String>(&mut *conn)
-                .optional()
-                .map_err(store_error)?
-                .and_then(|r| Role::parse(&r)),
-        };
-        Ok(Some(TokenGrant {
-            hash,
-            expires_at: expires_at.map(Timestamp::from_millis),
-            revoked: revoked_at.is_some(),
-            email,
-            role,
-            epoch,
+        Ok(row.map(|row| TokenGrant {
+            hash: row.token_hash,
+            expires_at: row.expires_at.map(Timestamp::from_millis),
+            revoked: row.revoked_at.is_some(),
+            email: row.email,
+            role: row.role.as_deref().and_then(Role::parse),
+            epoch: row.epoch,
         }))
     }
 
