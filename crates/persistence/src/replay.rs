@@ -40,7 +40,7 @@ const GATHER: Duration = Duration::from_micros(200);
 /// Writer threads per process.
 const WRITERS: usize = 1;
 /// How often a key's `last_verified_at` is stamped at most (it is informational).
-pub(crate) const LAST_VERIFIED_RESOLUTION_MS: i64 = 60_000;
+const LAST_VERIFIED_RESOLUTION_MS: i64 = 60_000;
 /// Keys whose last stamp this process remembers, at most.
 const STAMPS_MAX: usize = 4096;
 
@@ -327,7 +327,7 @@ WITH due (enterprise_id, key_id, at) AS (
 ), locked AS (
     SELECT k.seq, d.at FROM webhook_keys k
     JOIN due d ON d.enterprise_id = k.enterprise_id AND d.key_id = k.key_id
-    WHERE k.last_verified_at IS NULL OR k.last_verified_at < d.at - 60000
+    WHERE k.last_verified_at IS NULL OR k.last_verified_at < d.at - $4
     ORDER BY k.seq
     FOR UPDATE OF k SKIP LOCKED
 )
@@ -358,6 +358,7 @@ fn postgres_stamp(
         .bind::<Array<Text>, _>(enterprises)
         .bind::<Array<Text>, _>(key_ids)
         .bind::<Array<BigInt>, _>(ats)
+        .bind::<BigInt, _>(LAST_VERIFIED_RESOLUTION_MS)
         .execute(conn)?;
     Ok(())
 }
