@@ -23,13 +23,19 @@ pub struct AppState {
 
 impl AppState {
     /// Runs a short database read (authorization, get, list): in place when
-    /// [`Self::reads_inline`], otherwise on the blocking pool.
+    /// [`Self::reads_inline`] and a pooled connection is idle (so the event loop never
+    /// waits for one), otherwise on the blocking pool.
     pub async fn read<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         F: FnOnce() -> Result<T, DomainError> + Send + 'static,
         T: Send + 'static,
     {
-        if self.reads_inline {
+        let idle = || {
+            self.readiness
+                .connections()
+                .is_some_and(|(_, idle)| idle > 0)
+        };
+        if self.reads_inline && idle() {
             f()
         } else {
             blocking(f).await
