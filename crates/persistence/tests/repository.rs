@@ -272,6 +272,26 @@ on_both_backends! {
         assert_eq!(repo.revoke_token("ffffffffffffffff", Timestamp::from_millis(2)), Ok(AdminOutcome::NotFound));
         assert!(repo.token_grant("0123456789abcdef", None).expect("grant").expect("present").revoked);
     }
+
+    every_change_that_takes_rights_away_moves_the_auth_epoch(db) {
+        // Servers reuse a grant only while the epoch is not newer than it: a role
+        // change or a token revocation must move the epoch, and a grant must carry the
+        // epoch it was read at.
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let email = Email::parse("admin@acme.test").expect("email");
+        assert_eq!(repo.create_user(Uuid::new_v4(), &email, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.set_membership(&acme, &email, Role::Admin, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.insert_token("0123456789abcdef", &email, b"hash", Timestamp::from_millis(1), None), Ok(AdminOutcome::Done));
+        let start = repo.auth_epoch().expect("epoch");
+        let grant = repo.token_grant("0123456789abcdef", Some(&acme)).expect("grant").expect("present");
+        assert_eq!(grant.epoch, start);
+        assert_eq!(repo.set_membership(&acme, &email, Role::Member, Timestamp::from_millis(2)), Ok(AdminOutcome::Done));
+        let demoted = repo.auth_epoch().expect("epoch");
+        assert!(demoted > grant.epoch, "a role change retires earlier grants");
+        assert_eq!(repo.revoke_token("0123456789abcdef", Timestamp::from_millis(3)), Ok(AdminOutcome::Done));
+        assert!(repo.auth_epoch().expect("epoch") > demoted, "a revocation retires earlier grants");
+    }
 }
 
 #[test]
