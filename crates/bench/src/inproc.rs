@@ -196,6 +196,9 @@ pub struct AbResult {
     pub versus_jsonwebtoken: Option<f64>,
     /// Other crates' raw rate on the same token (what the choice was measured against).
     pub alternatives: Vec<(&'static str, f64)>,
+    /// The npm `jose` package's rate on the same token (see `node.rs`), or why there is
+    /// none; `None` until measured.
+    pub jose: Option<crate::node::Rate>,
 }
 
 /// Measures `curve` for about `budget`: rounds of a batch of raw checks then a batch of
@@ -282,6 +285,7 @@ pub fn interleaved(curve: Curve, budget: Duration) -> AbResult {
         jsonwebtoken_per_second: jwt.map(|_| count / jwt_time.as_secs_f64()),
         versus_jsonwebtoken: (!jwt_ratios.is_empty()).then(|| median(&mut jwt_ratios)),
         alternatives: crate::alternatives(&fixture.signing, &input, budget / 4),
+        jose: None,
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 pub mod http;
 pub mod inproc;
 pub mod load;
+pub mod node;
 pub mod report;
 pub mod scale;
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keyward_bench::report::{Report, Row};
-use keyward_bench::{http, inproc, scale, Curve};
+use keyward_bench::{http, inproc, node, scale, Curve};
 
 struct Args {
     quick: bool,
@@ -79,6 +79,7 @@ fn main() {
     // 1. In-process: keyward's check against the raw signature check, interleaved.
     let budget = Duration::from_secs(if args.quick { 1 } else { 4 });
     let mut raw_eddsa = 0.0;
+    let mut inproc_results = Vec::new();
     for curve in Curve::ALL {
         let r = inproc::interleaved(curve, budget);
         eprintln!("in-process {}: {r:?}", curve.alg());
@@ -90,7 +91,32 @@ fn main() {
                 .map(|(_, rate)| *rate)
                 .fold(r.raw_per_second, f64::max);
         }
-        report.push(Row::inproc(&r));
+        inproc_results.push(r);
+    }
+    // The npm jose package on the same tokens, if Node.js is here.
+    let cases: Vec<node::Case> = Curve::ALL
+        .into_iter()
+        .map(|curve| {
+            let fixture = inproc::Fixture::new(curve);
+            node::Case {
+                curve,
+                jwk: fixture.signing.public_jwk(),
+                token: fixture.token(0),
+            }
+        })
+        .collect();
+    match node::jose_rates(&work, &cases, budget) {
+        Ok(rates) => {
+            for (curve, rate) in rates {
+                if let Some(r) = inproc_results.iter_mut().find(|r| r.curve == curve) {
+                    r.jose = Some(rate);
+                }
+            }
+        }
+        Err(err) => report.note(format!("jose (npm) not measured: {err}")),
+    }
+    for r in &inproc_results {
+        report.push(Row::inproc(r));
     }
 
     // 2-4, 6-7: HTTP on each backend.

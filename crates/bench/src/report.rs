@@ -27,6 +27,14 @@ impl Row {
                 )
             },
         );
+        let jose = match &r.jose {
+            Some(Ok(rate)) => format!(
+                "; jose (npm) {rate:.0}/s (keyward {:.2}×)",
+                r.full_per_second / rate
+            ),
+            Some(Err(why)) => format!("; jose (npm) refuses it: {why}"),
+            None => "; jose (npm): not measured".to_owned(),
+        };
         let others: Vec<String> = r
             .alternatives
             .iter()
@@ -39,7 +47,7 @@ impl Row {
             p50_us: r.full_p50_us,
             p99_us: r.full_p99_us,
             baseline: format!(
-                "raw {} {:.0}/s (other crates, raw: {}); {jwt}",
+                "raw {} {:.0}/s (other crates, raw: {}); {jwt}{jose}",
                 r.curve.name(),
                 r.raw_per_second,
                 others.join(", ")
