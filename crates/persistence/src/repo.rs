@@ -30,8 +30,59 @@ pub struct Repository {
 /// Serialises this process's SQLite write transactions. SQLite has one writer at a
 /// time anyway; waiting here, in order, is fairer and far cheaper than every writer
 /// polling the database lock with the busy handler's growing sleeps.
-#[derive(Debug, Default)]
-pub(crate) struct WriteGate(std::sync::Mutex<()>);
+///
+/// It also holds the one connection those transactions run on (opened at the first
+/// write): SQLite drops a connection's page cache whenever another connection has
+/// written, so writes spread over the pool would each start from a cold cache and read
+/// their B-tree pages again; on one connection they stay cached.
+#[derive(Default)]
+pub(crate) struct WriteGate(std::sync::Mutex<Option<DbConnection>>);
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGate")
+    }
+}
+
+/// The writer connection's page cache (KiB): larger than a pooled connection's, since
+/// there is one.
+const WRITER_CACHE_KIB: u32 = 4096;
+
+#[derive(QueryableByName)]
+struct MainFile {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    file: String,
+}
+
+/// A new connection to the SQLite file `conn` is open on, for [`WriteGate`]; `None` for
+/// a database without a file (in memory) or if it cannot be opened.
+fn open_writer(conn: &mut DbConnection) -> Option<DbConnection> {
+    let main: MainFile =
+        diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .get_result(conn)
+            .ok()?;
+    if main.file.is_empty() {
+        return None;
+    }
+    let writer = crate::ConnectionManager::new(crate::DatabaseUrl::Sqlite(main.file))
+        .establish()
+        .and_then(|mut writer| {
+            diesel::connection::SimpleConnection::batch_execute(
+                &mut writer,
+                &format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"),
+            )
+            .map_err(|e| crate::StorageError::Connect(e.to_string()))?;
+            Ok(writer)
+        });
+    match writer {
+        Ok(writer) => Some(writer),
+        Err(err) => {
+            // Writes then run on the pooled connection they were given.
+            tracing::warn!(error = %err, "cannot open the SQLite writer connection");
+            None
+        }
+    }
+}
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,7 +153,11 @@ pub(crate) fn write_tx<T, O>(
     match conn {
         DbConnection::Postgres(_) => conn.transaction(f),
         DbConnection::Sqlite(_) => {
-            let _turn = gate.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writer = gate.0.lock().unwrap_or_else(|p| p.into_inner());
+            if writer.is_none() {
+                *writer = open_writer(conn);
+            }
+            let conn = writer.as_mut().unwrap_or(conn);
             diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
             match f(conn) {
                 Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
