@@ -22,11 +22,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use keyward_domain::ports::{RecordDone, RecordOutcome};
 use keyward_domain::StoreError;
 
 use crate::db::{DbConnection, Pool};
+use crate::prepared::{Bind, Prepared};
 use crate::repo::WriteGate;
 use crate::schema::{replay_records, webhook_keys};
 
@@ -339,7 +340,6 @@ fn postgres_stamp(
     outcomes: &[RecordOutcome],
     due: &BTreeMap<(String, String), i64>,
 ) -> Result<(), diesel::result::Error> {
-    use diesel::sql_types::Array;
     let mut stamps = BTreeMap::new();
     for (r, outcome) in records.iter().zip(outcomes) {
         let key = (r.enterprise.clone(), r.key_id.clone());
@@ -354,12 +354,13 @@ fn postgres_stamp(
     }
     let (keys, ats): (Vec<_>, Vec<i64>) = stamps.into_iter().unzip();
     let (enterprises, key_ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-    diesel::sql_query(POSTGRES_STAMP)
-        .bind::<Array<Text>, _>(enterprises)
-        .bind::<Array<Text>, _>(key_ids)
-        .bind::<Array<BigInt>, _>(ats)
-        .bind::<BigInt, _>(LAST_VERIFIED_RESOLUTION_MS)
-        .execute(conn)?;
+    let binds = [
+        Bind::Texts(&enterprises),
+        Bind::Texts(&key_ids),
+        Bind::BigInts(&ats),
+        Bind::BigInt(LAST_VERIFIED_RESOLUTION_MS),
+    ];
+    Prepared::new(POSTGRES_STAMP, &binds).execute(conn)?;
     Ok(())
 }
 
@@ -398,24 +399,28 @@ fn postgres_commit(
     records: &[&Record],
     order: &[usize],
 ) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
-    use diesel::sql_types::Array;
     let column =
         |f: fn(&Record) -> String| order.iter().map(|&i| f(records[i])).collect::<Vec<_>>();
-    let inserted: std::collections::HashSet<(String, String)> = diesel::sql_query(POSTGRES_BATCH)
-        .bind::<Array<Text>, _>(column(|r| r.enterprise.clone()))
-        .bind::<Array<Text>, _>(column(|r| r.evaluation_id.clone()))
-        .bind::<Array<Text>, _>(column(|r| r.key_id.clone()))
-        .bind::<Array<BigInt>, _>(order.iter().map(|&i| records[i].at).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(
-            order
-                .iter()
-                .map(|&i| records[i].keep_until)
-                .collect::<Vec<_>>(),
-        )
-        .load::<Inserted>(conn)?
-        .into_iter()
-        .map(|row| (row.enterprise_id, row.evaluation_id))
-        .collect();
+    let (enterprises, evaluations, key_ids) = (
+        column(|r| r.enterprise.clone()),
+        column(|r| r.evaluation_id.clone()),
+        column(|r| r.key_id.clone()),
+    );
+    let ats: Vec<i64> = order.iter().map(|&i| records[i].at).collect();
+    let keep_until: Vec<i64> = order.iter().map(|&i| records[i].keep_until).collect();
+    let binds = [
+        Bind::Texts(&enterprises),
+        Bind::Texts(&evaluations),
+        Bind::Texts(&key_ids),
+        Bind::BigInts(&ats),
+        Bind::BigInts(&keep_until),
+    ];
+    let inserted: std::collections::HashSet<(String, String)> =
+        Prepared::new(POSTGRES_BATCH, &binds)
+            .load::<Inserted>(conn)?
+            .into_iter()
+            .map(|row| (row.enterprise_id, row.evaluation_id))
+            .collect();
     // A batch may hold one evaluationId twice: the first in order is the record.
     let mut claimed = std::collections::HashSet::new();
     let mut outcomes = vec![RecordOutcome::Replayed; records.len()];

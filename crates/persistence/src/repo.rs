@@ -281,22 +281,23 @@ fn postgres_insert_key(
     max_active: u32,
     audit: &AuditContext,
 ) -> Result<(), Abort<InsertOutcome>> {
-    use diesel::sql_types::{BigInt, Nullable, Text};
-    let done: Count = diesel::sql_query(POSTGRES_INSERT_KEY)
-        .bind::<Text, _>(&row.id)
-        .bind::<Text, _>(row.enterprise_id)
-        .bind::<Text, _>(row.key_id)
-        .bind::<Text, _>(row.key_name)
-        .bind::<Nullable<Text>, _>(row.algorithm)
-        .bind::<Nullable<Text>, _>(row.jwks_uri)
-        .bind::<Nullable<Text>, _>(row.jwk)
-        .bind::<Nullable<Text>, _>(row.thumbprint)
-        .bind::<BigInt, _>(row.created_at)
-        .bind::<Text, _>(row.created_by)
-        .bind::<Text, _>(audit.actor.as_str())
-        .bind::<BigInt, _>(i64::from(max_active))
-        .bind::<Text, _>(&audit.request_id)
-        .get_result(conn)?;
+    use crate::prepared::{Bind, Prepared};
+    let binds = [
+        Bind::Text(&row.id),
+        Bind::Text(row.enterprise_id),
+        Bind::Text(row.key_id),
+        Bind::Text(row.key_name),
+        Bind::OptionalText(row.algorithm),
+        Bind::OptionalText(row.jwks_uri),
+        Bind::OptionalText(row.jwk),
+        Bind::OptionalText(row.thumbprint),
+        Bind::BigInt(row.created_at),
+        Bind::Text(row.created_by),
+        Bind::Text(audit.actor.as_str()),
+        Bind::BigInt(i64::from(max_active)),
+        Bind::Text(&audit.request_id),
+    ];
+    let done: Count = Prepared::new(POSTGRES_INSERT_KEY, &binds).get_result(conn)?;
     if done.n == 1 {
         Ok(())
     } else {
