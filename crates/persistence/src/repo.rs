@@ -158,7 +158,16 @@ pub(crate) fn write_tx<T, O>(
                 *writer = open_writer(conn);
             }
             let conn = writer.as_mut().unwrap_or(conn);
-            diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
+            if let Err(err) = diesel::sql_query("BEGIN IMMEDIATE").execute(conn) {
+                // A transaction left open by an earlier failure (whose ROLLBACK failed too)
+                // would refuse every later BEGIN on this long-lived connection: end it and
+                // try once more. With none open, ROLLBACK fails and `err` (busy, say)
+                // stands.
+                if diesel::sql_query("ROLLBACK").execute(conn).is_err() {
+                    return Err(Abort::Db(err));
+                }
+                diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
+            }
             match f(conn) {
                 Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
                     Ok(_) => Ok(value),
