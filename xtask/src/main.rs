@@ -57,7 +57,7 @@ fn bench(args: &[String]) -> Result {
     let mut criterion = cargo();
     criterion.args(["bench", "-p", "keyward-bench", "--bench", "verify", "--"]);
     if quick {
-        criterion.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+        criterion.args(["--warm-up-time", "0.3", "--measurement-time", "0.5"]);
     }
     run(criterion, "criterion: verification per curve")?;
     let mut suite = Command::new(root().join("target/release/keyward-bench"));

@@ -105,7 +105,9 @@ fn main() {
             }
         })
         .collect();
-    match node::jose_rates(&work, &cases, budget) {
+    // Quick mode keeps the whole run within two minutes.
+    let jose_budget = if args.quick { budget / 2 } else { budget };
+    match node::jose_rates(&work, &cases, jose_budget) {
         Ok(rates) => {
             for (curve, rate) in rates {
                 if let Some(r) = inproc_results.iter_mut().find(|r| r.curve == curve) {
@@ -121,7 +123,7 @@ fn main() {
 
     // 2-4, 6-7: HTTP on each backend.
     let load = if args.quick {
-        Duration::from_secs(3)
+        Duration::from_secs(2)
     } else {
         Duration::from_secs(8)
     };
