@@ -23,8 +23,9 @@ pub struct AppState {
 
 impl AppState {
     /// Runs a short database read (authorization, get, list): in place when
-    /// [`Self::reads_inline`] and a pooled connection is idle (so the event loop never
-    /// waits for one), otherwise on the blocking pool.
+    /// [`Self::reads_inline`] and a pooled connection is idle (so the event loop does not
+    /// queue for one; if another thread takes it first, the read waits for the next),
+    /// otherwise on the blocking pool.
     pub async fn read<T, F>(&self, f: F) -> Result<T, DomainError>
     where
         F: FnOnce() -> Result<T, DomainError> + Send + 'static,
