@@ -101,7 +101,8 @@ impl fmt::Display for DatabaseUrl {
 }
 
 /// SQLite settings applied to every connection: WAL for concurrent readers, a full sync
-/// at every commit (a 201 is only sent for what survives a power cut), foreign keys,
+/// at every commit (a 201 is only sent for what survives a power cut; the writer
+/// connection syncs its commits itself instead, see `durable.rs`), foreign keys,
 /// a busy timeout so writers queue instead of failing, and a page cache of 1 MiB per
 /// connection (the operating system caches the file too; this bounds the server's own
 /// memory whatever the size of the database).

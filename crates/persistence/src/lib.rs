@@ -7,6 +7,7 @@
 //! message; they never decide what is stored.
 
 mod db;
+mod durable;
 mod prepared;
 mod replay;
 mod repo;

@@ -27,6 +27,7 @@ use keyward_domain::ports::{RecordDone, RecordOutcome};
 use keyward_domain::StoreError;
 
 use crate::db::{DbConnection, Pool};
+use crate::durable::Durable;
 use crate::prepared::{Bind, Prepared};
 use crate::repo::WriteGate;
 use crate::schema::{replay_records, webhook_keys};
@@ -92,9 +93,10 @@ impl ReplayWriter {
             let pool = self.pool.clone();
             let gate = self.gate.clone();
             let queue = queue.clone();
+            let acks = start_acker();
             let spawned = std::thread::Builder::new()
                 .name("keyward-replay-writer".into())
-                .spawn(move || Writer::new(pool, gate).run(&queue));
+                .spawn(move || Writer::new(pool, gate, acks).run(&queue));
             if let Err(err) = spawned {
                 // Without any thread every record fails with "unavailable" below.
                 tracing::error!(error = %err, "cannot start a replay record writer");
@@ -131,17 +133,64 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the replay record writer stopped".into())
 }
 
+/// A committed batch waiting for its log sync before its callers are answered.
+struct Ack {
+    batch: Vec<Job>,
+    outcomes: Vec<RecordOutcome>,
+    durable: Durable,
+}
+
+/// The thread that answers committed batches once they are on disk, so that the writer
+/// commits the next batch meanwhile (see [`crate::durable`]). `None` if it cannot
+/// start: the writer then waits for each sync itself.
+fn start_acker() -> Option<mpsc::Sender<Ack>> {
+    let (acks, queue) = mpsc::channel::<Ack>();
+    let spawned = std::thread::Builder::new()
+        .name("keyward-replay-ack".into())
+        .spawn(move || {
+            while let Ok(ack) = queue.recv() {
+                answer(ack);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(acks),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the replay acknowledgement thread");
+            None
+        }
+    }
+}
+
+/// Answers a committed batch's callers once it is durable.
+fn answer(ack: Ack) {
+    match ack.durable.wait() {
+        Ok(()) => {
+            for (job, outcome) in ack.batch.into_iter().zip(ack.outcomes) {
+                (job.done)(Ok(outcome));
+            }
+        }
+        Err(why) => {
+            let err = StoreError::Internal(why);
+            for job in ack.batch {
+                (job.done)(Err(err.clone()));
+            }
+        }
+    }
+}
+
 struct Writer {
     pool: Pool,
     gate: Arc<WriteGate>,
+    acks: Option<mpsc::Sender<Ack>>,
     stamped: HashMap<(String, String), Instant>,
 }
 
 impl Writer {
-    fn new(pool: Pool, gate: Arc<WriteGate>) -> Self {
+    fn new(pool: Pool, gate: Arc<WriteGate>, acks: Option<mpsc::Sender<Ack>>) -> Self {
         Self {
             pool,
             gate,
+            acks,
             stamped: HashMap::new(),
         }
     }
@@ -173,12 +222,22 @@ impl Writer {
         while let Some(batch) = Self::gather(queue) {
             let records: Vec<&Record> = batch.iter().map(|job| &job.record).collect();
             let due = self.due_stamps(&records);
-            let outcomes = self.commit(&records, &due);
+            let committed = self.commit(&records, &due);
             metrics::histogram!("keyward_replay_batch_size").record(batch.len() as f64);
-            match outcomes {
-                Ok(outcomes) => {
-                    for (job, outcome) in batch.into_iter().zip(outcomes) {
-                        (job.done)(Ok(outcome));
+            match committed {
+                Ok((outcomes, durable)) => {
+                    let ack = Ack {
+                        batch,
+                        outcomes,
+                        durable,
+                    };
+                    match (&self.acks, ack.durable.is_pending()) {
+                        (Some(acks), true) => {
+                            if let Err(mpsc::SendError(ack)) = acks.send(ack) {
+                                answer(ack);
+                            }
+                        }
+                        _ => answer(ack),
                     }
                 }
                 Err(err) => {
@@ -216,12 +275,13 @@ impl Writer {
         due
     }
 
-    /// Writes `records` in one transaction; the outcomes are in `records`' order.
+    /// Writes `records` in one transaction; the outcomes are in `records`' order, to be
+    /// reported once the commit is durable.
     fn commit(
         &self,
         records: &[&Record],
         due: &BTreeMap<(String, String), i64>,
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
+    ) -> Result<(Vec<RecordOutcome>, Durable), StoreError> {
         let mut conn = self
             .pool
             .get()
@@ -238,10 +298,9 @@ impl Writer {
                 if let Err(err) = postgres_stamp(pg, records, &outcomes, due) {
                     tracing::warn!(error = %err, "could not stamp the keys' last verification");
                 }
-                Ok(outcomes)
+                Ok((outcomes, Durable::already()))
             }
-            DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order, due)
-                .map_err(crate::repo::store_error),
+            DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order, due),
         }
     }
 }
@@ -255,67 +314,72 @@ fn sqlite_commit(
     records: &[&Record],
     order: Vec<usize>,
     due: &BTreeMap<(String, String), i64>,
-) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
+) -> Result<(Vec<RecordOutcome>, Durable), StoreError> {
     let mut outcomes = vec![RecordOutcome::KeyRevoked; records.len()];
-    let done = crate::repo::write_tx(gate, conn, |conn| {
-        let DbConnection::Sqlite(conn) = conn else {
-            return Err(crate::repo::Abort::Outcome(()));
-        };
-        let mut active = BTreeMap::new();
-        for r in records {
-            let key = (r.enterprise.as_str(), r.key_id.as_str());
-            if active.contains_key(&key) {
-                continue;
-            }
-            let status: Option<String> = webhook_keys::table
-                .filter(webhook_keys::enterprise_id.eq(key.0))
-                .filter(webhook_keys::key_id.eq(key.1))
-                .select(webhook_keys::status)
-                .first(conn)
-                .optional()?;
-            active.insert(key, status.as_deref() == Some("ACTIVE"));
-        }
-        for i in order {
-            let r = records[i];
-            if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
-                continue;
-            }
-            let inserted = diesel::insert_into(replay_records::table)
-                .values(NewRecord::from(r))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            outcomes[i] = if inserted == 1 {
-                RecordOutcome::Recorded
-            } else {
-                RecordOutcome::Replayed
+    let (done, durable) = crate::repo::write_tx_then(
+        gate,
+        conn,
+        |conn| {
+            let DbConnection::Sqlite(conn) = conn else {
+                return Err(crate::repo::Abort::Outcome(()));
             };
-        }
-        // The keys' last verification, in the same commit (one writer: no lock order
-        // to respect), for keys due a stamp that verified in this batch.
-        for (i, r) in records.iter().enumerate() {
-            let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
-                continue;
-            };
-            if outcomes[i] != RecordOutcome::Recorded {
-                continue;
+            let mut active = BTreeMap::new();
+            for r in records {
+                let key = (r.enterprise.as_str(), r.key_id.as_str());
+                if active.contains_key(&key) {
+                    continue;
+                }
+                let status: Option<String> = webhook_keys::table
+                    .filter(webhook_keys::enterprise_id.eq(key.0))
+                    .filter(webhook_keys::key_id.eq(key.1))
+                    .select(webhook_keys::status)
+                    .first(conn)
+                    .optional()?;
+                active.insert(key, status.as_deref() == Some("ACTIVE"));
             }
-            diesel::update(webhook_keys::table)
-                .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
-                .filter(webhook_keys::key_id.eq(&r.key_id))
-                .filter(
-                    webhook_keys::last_verified_at
-                        .is_null()
-                        .or(webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS)),
-                )
-                .set(webhook_keys::last_verified_at.eq(Some(at)))
-                .execute(conn)?;
-        }
-        Ok(())
-    });
+            for i in order {
+                let r = records[i];
+                if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
+                    continue;
+                }
+                let inserted = diesel::insert_into(replay_records::table)
+                    .values(NewRecord::from(r))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                outcomes[i] = if inserted == 1 {
+                    RecordOutcome::Recorded
+                } else {
+                    RecordOutcome::Replayed
+                };
+            }
+            // The keys' last verification, in the same commit (one writer: no lock order
+            // to respect), for keys due a stamp that verified in this batch.
+            for (i, r) in records.iter().enumerate() {
+                let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
+                    continue;
+                };
+                if outcomes[i] != RecordOutcome::Recorded {
+                    continue;
+                }
+                diesel::update(webhook_keys::table)
+                        .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
+                        .filter(webhook_keys::key_id.eq(&r.key_id))
+                        .filter(webhook_keys::last_verified_at.is_null().or(
+                            webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS),
+                        ))
+                        .set(webhook_keys::last_verified_at.eq(Some(at)))
+                        .execute(conn)?;
+            }
+            Ok(())
+        },
+        |done, durable| (done, durable),
+    );
     match done {
-        Ok(()) => Ok(outcomes),
-        Err(crate::repo::Abort::Db(err)) => Err(err),
-        Err(crate::repo::Abort::Outcome(())) => Err(diesel::result::Error::RollbackTransaction),
+        Ok(()) => Ok((outcomes, durable)),
+        Err(crate::repo::Abort::Db(err)) => Err(crate::repo::store_error(err)),
+        Err(crate::repo::Abort::Outcome(())) => Err(crate::repo::store_error(
+            diesel::result::Error::RollbackTransaction,
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ use keyward_domain::{
 use uuid::Uuid;
 
 use crate::db::{DbConnection, Pool};
+use crate::durable::{Durable, WalSync};
 use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
 use crate::schema::{
     api_tokens, audit_events, auth_epoch, enterprises, memberships, replay_records, users,
@@ -34,9 +35,27 @@ pub struct Repository {
 /// It also holds the one connection those transactions run on (opened at the first
 /// write): SQLite drops a connection's page cache whenever another connection has
 /// written, so writes spread over the pool would each start from a cold cache and read
-/// their B-tree pages again; on one connection they stay cached.
+/// their B-tree pages again; on one connection they stay cached. That connection syncs
+/// the log itself, after its commits (see [`crate::durable`]).
 #[derive(Default)]
-pub(crate) struct WriteGate(std::sync::Mutex<Option<DbConnection>>);
+pub(crate) struct WriteGate {
+    writer: std::sync::Mutex<Option<GateWriter>>,
+    /// The writer's log syncing, once it is open (readable without waiting for writes).
+    wal: std::sync::OnceLock<std::sync::Arc<WalSync>>,
+}
+
+/// The writer connection, and its log's syncing when it leaves that to this process.
+struct GateWriter {
+    conn: DbConnection,
+    wal: Option<std::sync::Arc<WalSync>>,
+}
+
+impl WriteGate {
+    /// Why the writer connection's log can no longer be synced, if it cannot.
+    fn sync_failure(&self) -> Option<String> {
+        self.wal.get()?.failure()
+    }
+}
 
 impl std::fmt::Debug for WriteGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,9 +73,16 @@ struct MainFile {
     file: String,
 }
 
+#[derive(QueryableByName)]
+struct JournalMode {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    journal_mode: String,
+}
+
 /// A new connection to the SQLite file `conn` is open on, for [`WriteGate`]; `None` for
-/// a database without a file (in memory) or if it cannot be opened.
-fn open_writer(conn: &mut DbConnection) -> Option<DbConnection> {
+/// a database without a file (in memory) or if it cannot be opened. In WAL mode its
+/// commits leave the sync to [`WalSync`].
+fn open_writer(conn: &mut DbConnection) -> Option<GateWriter> {
     let main: MainFile =
         diesel::sql_query("SELECT file FROM pragma_database_list WHERE name = 'main'")
             .get_result(conn)
@@ -64,15 +90,30 @@ fn open_writer(conn: &mut DbConnection) -> Option<DbConnection> {
     if main.file.is_empty() {
         return None;
     }
-    let writer = crate::ConnectionManager::new(crate::DatabaseUrl::Sqlite(main.file))
+    let writer = crate::ConnectionManager::new(crate::DatabaseUrl::Sqlite(main.file.clone()))
         .establish()
         .and_then(|mut writer| {
-            diesel::connection::SimpleConnection::batch_execute(
-                &mut writer,
-                &format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"),
-            )
-            .map_err(|e| crate::StorageError::Connect(e.to_string()))?;
-            Ok(writer)
+            let setup =
+                |writer: &mut DbConnection| -> QueryResult<Option<std::sync::Arc<WalSync>>> {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        writer,
+                        &format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"),
+                    )?;
+                    let mode: JournalMode =
+                        diesel::sql_query("PRAGMA journal_mode").get_result(writer)?;
+                    if !mode.journal_mode.eq_ignore_ascii_case("wal") {
+                        // Outside WAL mode, `NORMAL` means something else: keep `FULL`.
+                        return Ok(None);
+                    }
+                    diesel::connection::SimpleConnection::batch_execute(
+                        writer,
+                        "PRAGMA synchronous = NORMAL",
+                    )?;
+                    Ok(Some(std::sync::Arc::new(WalSync::new(&main.file))))
+                };
+            let wal =
+                setup(&mut writer).map_err(|e| crate::StorageError::Connect(e.to_string()))?;
+            Ok(GateWriter { conn: writer, wal })
         });
     match writer {
         Ok(writer) => Some(writer),
@@ -129,6 +170,9 @@ impl Repository {
 impl ReadinessProbe for Repository {
     /// True when the database answers and its schema is current.
     fn ready(&self) -> Result<bool, StoreError> {
+        if let Some(why) = self.gate.sync_failure() {
+            return Err(StoreError::Unavailable(why));
+        }
         let mut conn = self.conn()?;
         crate::db::migrations_current(&mut conn).map_err(|e| StoreError::Unavailable(e.to_string()))
     }
@@ -142,47 +186,89 @@ impl ReadinessProbe for Repository {
     }
 }
 
-/// Runs `f` in a write transaction. On SQLite the transaction takes the write lock at
-/// its start (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
-/// instead of failing when they upgrade a read lock.
+/// Runs `f` in a write transaction and returns once what it did (and what it read) is
+/// on disk. On SQLite the transaction takes the write lock at its start
+/// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
+/// failing when they upgrade a read lock.
 pub(crate) fn write_tx<T, O>(
     gate: &WriteGate,
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
 ) -> Result<T, Abort<O>> {
+    write_tx_then(gate, conn, f, |result, durable| match durable.wait() {
+        Ok(()) => result,
+        Err(why) => Err(Abort::Db(sync_failed(why))),
+    })
+}
+
+/// [`write_tx`], but hands the result to `then` with what it must wait for before
+/// reporting it, once this process's next write transaction can start: a caller that
+/// writes in turns (the replay record writer) starts its next while this one syncs.
+pub(crate) fn write_tx_then<T, O, R>(
+    gate: &WriteGate,
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
+    then: impl FnOnce(Result<T, Abort<O>>, Durable) -> R,
+) -> R {
     match conn {
-        DbConnection::Postgres(_) => conn.transaction(f),
+        DbConnection::Postgres(_) => then(conn.transaction(f), Durable::already()),
         DbConnection::Sqlite(_) => {
-            let mut writer = gate.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writer = gate.writer.lock().unwrap_or_else(|p| p.into_inner());
             if writer.is_none() {
                 *writer = open_writer(conn);
-            }
-            let conn = writer.as_mut().unwrap_or(conn);
-            if let Err(err) = diesel::sql_query("BEGIN IMMEDIATE").execute(conn) {
-                // A transaction left open by an earlier failure (whose ROLLBACK failed too)
-                // would refuse every later BEGIN on this long-lived connection: end it and
-                // try once more. With none open, ROLLBACK fails and `err` (busy, say)
-                // stands.
-                if diesel::sql_query("ROLLBACK").execute(conn).is_err() {
-                    return Err(Abort::Db(err));
-                }
-                diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
-            }
-            match f(conn) {
-                Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
-                    Ok(_) => Ok(value),
-                    Err(err) => {
-                        let _ = diesel::sql_query("ROLLBACK").execute(conn);
-                        Err(Abort::Db(err))
-                    }
-                },
-                Err(abort) => {
-                    diesel::sql_query("ROLLBACK").execute(conn)?;
-                    Err(abort)
+                if let Some(wal) = writer.as_ref().and_then(|w| w.wal.clone()) {
+                    let _ = gate.wal.set(wal);
                 }
             }
+            let (conn, wal) = match writer.as_mut() {
+                Some(writer) => (&mut writer.conn, writer.wal.clone()),
+                None => (conn, None),
+            };
+            let result = sqlite_tx(conn, f);
+            let durable = match (wal, &result) {
+                (Some(wal), Ok(_)) => wal.committed(),
+                (Some(wal), Err(Abort::Outcome(_))) => wal.seen(),
+                _ => Durable::already(),
+            };
+            // Let the next writer in before waiting for the sync.
+            drop(writer);
+            then(result, durable)
         }
     }
+}
+/// One SQLite write transaction on `conn`: `BEGIN IMMEDIATE`, `f`, then `COMMIT` (or
+/// `ROLLBACK` when `f` stops early).
+fn sqlite_tx<T, O>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
+) -> Result<T, Abort<O>> {
+    if let Err(err) = diesel::sql_query("BEGIN IMMEDIATE").execute(conn) {
+        // A transaction left open by an earlier failure (whose ROLLBACK failed too)
+        // would refuse every later BEGIN on this long-lived connection: end it and try
+        // once more. With none open, ROLLBACK fails and `err` (busy, say) stands.
+        if diesel::sql_query("ROLLBACK").execute(conn).is_err() {
+            return Err(Abort::Db(err));
+        }
+        diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
+    }
+    match f(conn) {
+        Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
+            Ok(_) => Ok(value),
+            Err(err) => {
+                let _ = diesel::sql_query("ROLLBACK").execute(conn);
+                Err(Abort::Db(err))
+            }
+        },
+        Err(abort) => {
+            diesel::sql_query("ROLLBACK").execute(conn)?;
+            Err(abort)
+        }
+    }
+}
+
+/// A failed log sync as a Diesel error (reported as internal, never retried).
+pub(crate) fn sync_failed(why: String) -> DieselError {
+    DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(why))
 }
 
 /// Maps a Diesel failure: lost connections and lock timeouts are "unavailable" (worth a

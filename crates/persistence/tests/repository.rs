@@ -292,6 +292,38 @@ on_both_backends! {
         assert_eq!(repo.revoke_token("0123456789abcdef", Timestamp::from_millis(3)), Ok(AdminOutcome::Done));
         assert!(repo.auth_epoch().expect("epoch") > demoted, "a revocation retires earlier grants");
     }
+
+    concurrent_writes_are_all_found_by_a_new_repository(db) {
+        // Writers share log syncs: every acknowledged write must be found by a
+        // repository opened afterwards on the same database.
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let threads = 8;
+        let each = 10;
+        let start = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (repo, acme, start) = (repo.clone(), acme.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for n in 0..each {
+                        let key = new_key(&acme, &format!("k-{t}-{n}"), &format!("T{t}x{n}"));
+                        assert!(matches!(
+                            repo.insert_key(&key, 1_000, &audit()),
+                            Ok(InsertOutcome::Inserted(_))
+                        ));
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("writer");
+        }
+        drop(repo);
+        let reopened = db.repository();
+        let page = reopened.list_keys(&acme, None, 100, 0).expect("list");
+        assert_eq!(page.total, (threads * each) as u64);
+    }
 }
 
 #[test]
@@ -307,6 +339,15 @@ fn sqlite_files_are_in_wal_mode_with_full_sync() {
         .load(&mut *conn)
         .expect("pragma");
     assert_eq!(mode[0].journal_mode, "wal");
+    #[derive(QueryableByName)]
+    struct Sync {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        synchronous: i32,
+    }
+    let sync: Vec<Sync> = diesel::sql_query("PRAGMA synchronous")
+        .load(&mut *conn)
+        .expect("pragma");
+    assert_eq!(sync[0].synchronous, 2, "FULL");
 }
 
 mod replay {
