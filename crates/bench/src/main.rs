@@ -158,6 +158,10 @@ fn main() {
             Ok(()) => {}
             Err(err) => report.note(format!("two-process run failed: {err}")),
         }
+    } else if args.backend == Some(http::Backend::Sqlite) {
+        report.note(
+            "--backend sqlite: the PostgreSQL rows and the two-process run were not run".into(),
+        );
     } else {
         report.note("PostgreSQL unreachable: its rows and the two-process run were SKIPPED".into());
     }

@@ -319,58 +319,11 @@ fn sqlite_commit(
     let (done, durable) = crate::repo::write_tx_then(
         gate,
         conn,
-        |conn| {
-            let DbConnection::Sqlite(conn) = conn else {
-                return Err(crate::repo::Abort::Outcome(()));
-            };
-            let mut active = BTreeMap::new();
-            for r in records {
-                let key = (r.enterprise.as_str(), r.key_id.as_str());
-                if active.contains_key(&key) {
-                    continue;
-                }
-                let status: Option<String> = webhook_keys::table
-                    .filter(webhook_keys::enterprise_id.eq(key.0))
-                    .filter(webhook_keys::key_id.eq(key.1))
-                    .select(webhook_keys::status)
-                    .first(conn)
-                    .optional()?;
-                active.insert(key, status.as_deref() == Some("ACTIVE"));
+        |conn| match conn {
+            DbConnection::Sqlite(conn) => {
+                sqlite_batch(conn, records, order, due, &mut outcomes).map_err(Into::into)
             }
-            for i in order {
-                let r = records[i];
-                if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
-                    continue;
-                }
-                let inserted = diesel::insert_into(replay_records::table)
-                    .values(NewRecord::from(r))
-                    .on_conflict_do_nothing()
-                    .execute(conn)?;
-                outcomes[i] = if inserted == 1 {
-                    RecordOutcome::Recorded
-                } else {
-                    RecordOutcome::Replayed
-                };
-            }
-            // The keys' last verification, in the same commit (one writer: no lock order
-            // to respect), for keys due a stamp that verified in this batch.
-            for (i, r) in records.iter().enumerate() {
-                let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
-                    continue;
-                };
-                if outcomes[i] != RecordOutcome::Recorded {
-                    continue;
-                }
-                diesel::update(webhook_keys::table)
-                        .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
-                        .filter(webhook_keys::key_id.eq(&r.key_id))
-                        .filter(webhook_keys::last_verified_at.is_null().or(
-                            webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS),
-                        ))
-                        .set(webhook_keys::last_verified_at.eq(Some(at)))
-                        .execute(conn)?;
-            }
-            Ok(())
+            DbConnection::Postgres(_) => Err(crate::repo::Abort::Outcome(())),
         },
         |done, durable| (done, durable),
     );
@@ -381,6 +334,66 @@ fn sqlite_commit(
             diesel::result::Error::RollbackTransaction,
         )),
     }
+}
+
+/// The statements of [`sqlite_commit`]'s transaction; `outcomes` in `records`' order.
+fn sqlite_batch(
+    conn: &mut diesel::SqliteConnection,
+    records: &[&Record],
+    order: Vec<usize>,
+    due: &BTreeMap<(String, String), i64>,
+    outcomes: &mut [RecordOutcome],
+) -> Result<(), diesel::result::Error> {
+    let mut active = BTreeMap::new();
+    for r in records {
+        let key = (r.enterprise.as_str(), r.key_id.as_str());
+        if active.contains_key(&key) {
+            continue;
+        }
+        let status: Option<String> = webhook_keys::table
+            .filter(webhook_keys::enterprise_id.eq(key.0))
+            .filter(webhook_keys::key_id.eq(key.1))
+            .select(webhook_keys::status)
+            .first(conn)
+            .optional()?;
+        active.insert(key, status.as_deref() == Some("ACTIVE"));
+    }
+    for i in order {
+        let r = records[i];
+        if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
+            continue;
+        }
+        let inserted = diesel::insert_into(replay_records::table)
+            .values(NewRecord::from(r))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        outcomes[i] = if inserted == 1 {
+            RecordOutcome::Recorded
+        } else {
+            RecordOutcome::Replayed
+        };
+    }
+    // The keys' last verification, in the same commit (one writer: no lock order
+    // to respect), for keys due a stamp that verified in this batch.
+    for (i, r) in records.iter().enumerate() {
+        let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
+            continue;
+        };
+        if outcomes[i] != RecordOutcome::Recorded {
+            continue;
+        }
+        diesel::update(webhook_keys::table)
+            .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
+            .filter(webhook_keys::key_id.eq(&r.key_id))
+            .filter(
+                webhook_keys::last_verified_at
+                    .is_null()
+                    .or(webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS)),
+            )
+            .set(webhook_keys::last_verified_at.eq(Some(at)))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// PostgreSQL: the batch's due stamps in one statement after its commit. `SKIP LOCKED`
