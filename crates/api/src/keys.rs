@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::auth::AdminAuth;
 use crate::body::JsonBody;
+use crate::direct::Direct;
 use crate::dto::{
     KeyDetail, KeyList, KeySummary, RegisterKeyRequest, RegisteredKey, Revoked, Status,
 };
@@ -64,7 +65,7 @@ error_responses!(
 enum ListResponse {
     /// One page of keys.
     #[oai(status = 200)]
-    Ok(Json<KeyList>),
+    Ok(Direct<KeyList>),
 }
 
 error_responses!(
@@ -79,7 +80,7 @@ error_responses!(
 enum GetResponse {
     /// The key.
     #[oai(status = 200)]
-    Ok(Json<KeyDetail>),
+    Ok(Direct<KeyDetail>),
 }
 
 error_responses!(
@@ -181,7 +182,7 @@ impl KeysApi {
         let (page, limit, offset) = state
             .read(move || keys.list(&admin, status, Some(limit), Some(offset)))
             .await?;
-        Ok(ListResponse::Ok(Json(KeyList {
+        Ok(ListResponse::Ok(Direct(KeyList {
             keys: page.keys.iter().map(KeySummary::from).collect(),
             total: page.total,
             limit,
@@ -212,7 +213,7 @@ impl KeysApi {
         let admin = auth.0;
         let keys = state.keys.clone();
         let key = state.read(move || keys.get(&admin, &key_id.0)).await?;
-        Ok(GetResponse::Ok(Json(KeyDetail::from(&key))))
+        Ok(GetResponse::Ok(Direct(KeyDetail::from(&key))))
     }
 
     /// Revoke a webhook signing key

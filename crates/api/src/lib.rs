@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod direct;
 mod dto;
 mod error;
 mod keys;

@@ -3,11 +3,11 @@
 use keyward_domain::{Rejection, StoreError, Verification, VerifyStep};
 use poem::web::Data;
 use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 
 use crate::auth::AdminAuth;
 use crate::body::JsonBody;
+use crate::direct::Direct;
 use crate::error::error_responses;
 use crate::state::{blocking, AppState};
 
@@ -134,7 +134,7 @@ impl From<Verification> for VerifyResult {
 enum VerifyResponse {
     /// The verdict on the token, valid or not.
     #[oai(status = 200)]
-    Ok(Json<VerifyResult>),
+    Ok(Direct<VerifyResult>),
 }
 
 error_responses!(
@@ -215,6 +215,6 @@ impl VerifyApi {
         if matches!(verification, Verification::Valid { .. }) {
             metrics::counter!("keyward_replay_records_written_total").increment(1);
         }
-        Ok(VerifyResponse::Ok(Json(VerifyResult::from(verification))))
+        Ok(VerifyResponse::Ok(Direct(VerifyResult::from(verification))))
     }
 }
