@@ -350,6 +350,38 @@ fn sqlite_files_are_in_wal_mode_with_full_sync() {
     assert_eq!(sync[0].synchronous, 2, "FULL");
 }
 
+#[test]
+fn sqlite_refuses_writes_once_its_log_cannot_be_synced() {
+    use keyward_domain::ports::ReadinessProbe;
+    use keyward_domain::StoreError;
+    let db = TestDb::sqlite();
+    let repo = db.repository();
+    let acme = enterprise(&repo, "acme");
+    assert!(matches!(
+        repo.insert_key(&new_key(&acme, "k1", "T1"), 20, &audit()),
+        Ok(InsertOutcome::Inserted(_))
+    ));
+    assert_eq!(repo.ready(), Ok(true));
+    // The log disappears under the open database: its writes can no longer be made
+    // durable, so none may be acknowledged.
+    let path = db.sqlite_path().expect("a file");
+    std::fs::remove_file(format!("{}-wal", path.display())).expect("remove the log");
+    assert!(matches!(
+        repo.insert_key(&new_key(&acme, "k2", "T2"), 20, &audit()),
+        Err(StoreError::Internal(why)) if why.contains("synced")
+    ));
+    assert!(matches!(
+        repo.revoke_key(
+            &acme,
+            &KeyId::parse("k1").expect("key id"),
+            Timestamp::from_millis(2),
+            &audit()
+        ),
+        Err(StoreError::Internal(_))
+    ));
+    assert!(matches!(repo.ready(), Err(StoreError::Unavailable(why)) if why.contains("restarted")));
+}
+
 mod replay {
     use super::*;
     use keyward_domain::ports::{RecordOutcome, VerificationStore};
