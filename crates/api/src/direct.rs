@@ -5,21 +5,23 @@
 //! that is most of the request's allocations. [`Direct`] documents a body exactly as
 //! `Json` does (the schema is the DTO's) but writes it with `serde::Serialize`
 //! impls that emit the same members in the same order as the tree (alphabetical, the
-//! order of its maps), so the bytes are the same; a test compares them.
+//! order of its maps), so the bytes are the same; a test compares them. The members'
+//! own values (enums, timestamps, nullable fields) derive `Serialize` beside their
+//! documented names.
 
 use poem::http::header;
 use poem::{IntoResponse, Response};
-use poem_openapi::payload::Payload;
+use poem_openapi::payload::{Json, Payload};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::ApiResponse;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::dto::{Algorithm, KeyDetail, KeyList, KeySummary, Status};
-use crate::types::{DateTime, Nullable};
-use crate::verify::{Reason, VerifyResult};
+use crate::dto::{KeyDetail, KeyList, KeySummary};
+use crate::verify::VerifyResult;
 
-const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+/// The content type `Json<T>` answers with.
+const CONTENT_TYPE: &str = <Json<String> as Payload>::CONTENT_TYPE;
 
 /// A JSON response body documented as `T` and written by its `Serialize` impl.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ impl<T: Type> Payload for Direct<T> {
     const CONTENT_TYPE: &'static str = CONTENT_TYPE;
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type.starts_with("application/json")
+        <Json<T> as Payload>::check_content_type(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -80,33 +82,15 @@ impl<T: Type + Serialize + Send> ApiResponse for Direct<T> {
     }
 }
 
-impl Serialize for Algorithm {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(match self {
-            Algorithm::EdDsa => "EdDSA",
-            Algorithm::Ecdsa => "ECDSA",
-        })
-    }
-}
-
-impl Serialize for Status {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(match self {
-            Status::Active => "ACTIVE",
-            Status::Revoked => "REVOKED",
-        })
-    }
-}
-
-impl Serialize for DateTime {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<T: Serialize> Serialize for Nullable<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+/// Writes `name` only when it has a value (`skip_serializing_if_is_none`).
+fn present<M: SerializeMap, V: Serialize + ?Sized>(
+    map: &mut M,
+    name: &'static str,
+    value: Option<&V>,
+) -> Result<(), M::Error> {
+    match value {
+        Some(value) => map.serialize_entry(name, value),
+        None => Ok(()),
     }
 }
 
@@ -121,27 +105,15 @@ fn key_members<M: SerializeMap>(
     map.serialize_entry("createdBy", &key.created_by)?;
     map.serialize_entry("createdDate", &key.created_date)?;
     map.serialize_entry("id", &key.id)?;
-    if let Some(jwk) = jwk {
-        map.serialize_entry("jwk", jwk)?;
-    }
-    if let Some(uri) = &key.jwks_uri {
-        map.serialize_entry("jwksUri", uri)?;
-    }
+    present(map, "jwk", jwk)?;
+    present(map, "jwksUri", key.jwks_uri.as_ref())?;
     map.serialize_entry("keyId", &key.key_id)?;
     map.serialize_entry("keyName", &key.key_name)?;
-    if let Some(date) = &key.last_verified_date {
-        map.serialize_entry("lastVerifiedDate", date)?;
-    }
-    if let Some(by) = &key.revoked_by {
-        map.serialize_entry("revokedBy", by)?;
-    }
-    if let Some(date) = &key.revoked_date {
-        map.serialize_entry("revokedDate", date)?;
-    }
+    present(map, "lastVerifiedDate", key.last_verified_date.as_ref())?;
+    present(map, "revokedBy", key.revoked_by.as_ref())?;
+    present(map, "revokedDate", key.revoked_date.as_ref())?;
     map.serialize_entry("status", &key.status)?;
-    if let Some(thumbprint) = thumbprint {
-        map.serialize_entry("thumbprint", thumbprint)?;
-    }
+    present(map, "thumbprint", thumbprint)?;
     Ok(())
 }
 
@@ -177,32 +149,14 @@ impl Serialize for KeyList {
     }
 }
 
-impl Serialize for Reason {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use poem_openapi::types::ToJSON as _;
-        // Rare (refusals only): the documented name, as the enum renders it.
-        self.to_json().serialize(serializer)
-    }
-}
-
 impl Serialize for VerifyResult {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        if let Some(approved) = &self.approved {
-            map.serialize_entry("approved", approved)?;
-        }
-        if let Some(key_id) = &self.key_id {
-            map.serialize_entry("keyId", key_id)?;
-        }
-        if let Some(message) = &self.message {
-            map.serialize_entry("message", message)?;
-        }
-        if let Some(reason) = &self.reason {
-            map.serialize_entry("reason", reason)?;
-        }
-        if let Some(status_code) = &self.status_code {
-            map.serialize_entry("statusCode", status_code)?;
-        }
+        present(&mut map, "approved", self.approved.as_ref())?;
+        present(&mut map, "keyId", self.key_id.as_ref())?;
+        present(&mut map, "message", self.message.as_ref())?;
+        present(&mut map, "reason", self.reason.as_ref())?;
+        present(&mut map, "statusCode", self.status_code.as_ref())?;
         map.serialize_entry("valid", &self.valid)?;
         map.end()
     }
@@ -295,6 +249,32 @@ mod tests {
             Verification::Invalid(Rejection::BadSignature),
         ] {
             let verdict = VerifyResult::from(verification);
+            assert_eq!(serde_json::to_string(&verdict).unwrap(), tree(&verdict));
+        }
+        // Every reason, as documented.
+        use crate::verify::Reason;
+        for reason in [
+            Reason::MalformedToken,
+            Reason::UnknownKey,
+            Reason::KeyRevoked,
+            Reason::AlgorithmNotAllowed,
+            Reason::BadSignature,
+            Reason::EvaluationIdMismatch,
+            Reason::MissingClaim,
+            Reason::InvalidClaim,
+            Reason::TokenExpired,
+            Reason::IssuedInFuture,
+            Reason::Replayed,
+            Reason::JwksUnavailable,
+        ] {
+            let verdict = VerifyResult {
+                valid: false,
+                key_id: None,
+                status_code: None,
+                approved: None,
+                reason: Some(reason),
+                message: Some("why".into()),
+            };
             assert_eq!(serde_json::to_string(&verdict).unwrap(), tree(&verdict));
         }
     }

@@ -3,6 +3,7 @@
 use keyward_domain::{AlgorithmFamily, KeyStatus, StoredKey};
 use poem_openapi::types::Any;
 use poem_openapi::{Enum, Object};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::types::{DateTime, Nullable};
@@ -90,11 +91,13 @@ impl poem_openapi::types::Example for RegisterKeyRequest {
 }
 
 /// The signing algorithm family of a key.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     #[oai(rename = "EdDSA")]
+    #[serde(rename = "EdDSA")]
     EdDsa,
     #[oai(rename = "ECDSA")]
+    #[serde(rename = "ECDSA")]
     Ecdsa,
 }
 
@@ -108,8 +111,9 @@ impl From<AlgorithmFamily> for Algorithm {
 }
 
 /// A key's state. Revocation is permanent.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename = "KeyStatus", rename_all = "UPPERCASE")]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Active,
     Revoked,

@@ -12,7 +12,8 @@ use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
 /// `Some(value)` or JSON `null`; never omitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct Nullable<T>(pub Option<T>);
 
 impl<T: Type> Type for Nullable<T> {
@@ -81,7 +82,8 @@ impl<T: ToJSON> ToJSON for Nullable<T> {
 }
 
 /// An RFC 3339 UTC timestamp with milliseconds, documented as `date-time`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct DateTime(pub String);
 
 impl From<keyward_domain::Timestamp> for DateTime {

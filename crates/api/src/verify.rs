@@ -45,8 +45,9 @@ impl poem_openapi::types::Example for VerifyRequestBody {
 }
 
 /// Why a token was not accepted.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Reason {
     MalformedToken,
     UnknownKey,

@@ -331,23 +331,19 @@ fn sqlite_files_are_in_wal_mode_with_full_sync() {
     let db = TestDb::sqlite();
     let mut conn = db.pool().get().expect("conn");
     #[derive(QueryableByName)]
-    struct Mode {
+    struct Settings {
         #[diesel(sql_type = diesel::sql_types::Text)]
         journal_mode: String,
-    }
-    let mode: Vec<Mode> = diesel::sql_query("PRAGMA journal_mode")
-        .load(&mut *conn)
-        .expect("pragma");
-    assert_eq!(mode[0].journal_mode, "wal");
-    #[derive(QueryableByName)]
-    struct Sync {
         #[diesel(sql_type = diesel::sql_types::Integer)]
         synchronous: i32,
     }
-    let sync: Vec<Sync> = diesel::sql_query("PRAGMA synchronous")
-        .load(&mut *conn)
-        .expect("pragma");
-    assert_eq!(sync[0].synchronous, 2, "FULL");
+    let settings: Settings = diesel::sql_query(
+        "SELECT journal_mode, synchronous FROM pragma_journal_mode, pragma_synchronous",
+    )
+    .get_result(&mut *conn)
+    .expect("pragmas");
+    assert_eq!(settings.journal_mode, "wal");
+    assert_eq!(settings.synchronous, 2, "FULL");
 }
 
 #[test]
