@@ -114,6 +114,69 @@ impl Server {
     }
 }
 
+/// CPU time (user and system) of one process so far, in microseconds.
+fn process_cpu_us(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime
+    // and stime fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
+}
+
+/// CPU time of every process named `postgres` on this machine (the database server).
+fn postgres_cpu_us() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| process_cpu_us(&pid))
+        .sum()
+}
+
+/// The CPU a load costs the server (and PostgreSQL's processes), per request: steadier
+/// than throughput on a shared machine, so builds compare by it too.
+pub struct CpuMeter {
+    pid: String,
+    server: u64,
+    database: Option<u64>,
+}
+
+impl CpuMeter {
+    pub fn start(server: &Server, backend: Backend) -> Self {
+        let pid = server.child.id().to_string();
+        Self {
+            server: process_cpu_us(&pid).unwrap_or(0),
+            database: (backend == Backend::Postgres).then(postgres_cpu_us),
+            pid,
+        }
+    }
+
+    /// "CPU/req keyward N µs[, PostgreSQL M µs]" over `requests` since the start.
+    pub fn per_request(&self, requests: u64) -> String {
+        let n = requests.max(1) as f64;
+        let server = process_cpu_us(&self.pid)
+            .unwrap_or(0)
+            .saturating_sub(self.server);
+        let mut note = format!("CPU/req keyward {:.0} µs", server as f64 / n);
+        if let Some(before) = self.database {
+            let database = postgres_cpu_us().saturating_sub(before);
+            note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
+        }
+        note
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -342,6 +405,7 @@ pub fn run_backend(
     check(&drive(&once, setup, false), "registering the bench keys")?;
 
     let name = backend.name();
+    let meter = CpuMeter::start(&server, backend);
     let healthz = drive(
         &plan(settings, server.addr, Mode::Cycle, 200),
         vec![Prepared::get("/healthz", None)],
@@ -350,7 +414,7 @@ pub fn run_backend(
     check(&healthz, "/healthz")?;
     let health_rate = healthz.throughput();
     let mut r = row("GET /healthz", name, &healthz);
-    r.baseline = "(baseline)".into();
+    r.baseline = format!("(baseline); {}", meter.per_request(healthz.completed));
     report.push(r);
 
     // Verify: unique evaluationIds, every answer must be valid (a durable record each).
@@ -360,6 +424,7 @@ pub fn run_backend(
         .into_iter()
         .map(|b| Prepared::post(&verify_path, &token, b))
         .collect();
+    let meter = CpuMeter::start(&server, backend);
     let verify = drive(
         &plan(settings, server.addr, Mode::Once, 200),
         requests,
@@ -370,10 +435,11 @@ pub fn run_backend(
     let mut r = row("POST verify EdDSA", name, &verify);
     let p50 = r.p50_us.max(1.0);
     r.baseline = format!(
-        "raw Ed25519 (fastest crate) 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; {}; peak RSS {} MiB",
+        "raw Ed25519 (fastest crate) 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; {}; {}; peak RSS {} MiB",
         settings.raw_verify_per_second,
         r.p99_us / p50,
         verify.completed,
+        meter.per_request(verify.completed),
         batch_sizes(server.addr),
         server.peak_rss_kib().map_or(0, |k| k / 1024)
     );
@@ -398,6 +464,7 @@ pub fn run_backend(
         ("GET key", format!("{keys_path}/bench-eddsa")),
         ("GET keys (first page, 20 keys)", keys_path.clone()),
     ] {
+        let meter = CpuMeter::start(&server, backend);
         let read = drive(
             &plan(settings, server.addr, Mode::Cycle, 200),
             vec![Prepared::get(path, Some(&token))],
@@ -405,7 +472,10 @@ pub fn run_backend(
         );
         check(&read, operation)?;
         let mut r = row(operation, name, &read);
-        r.baseline = format!("/healthz {health_rate:.0}/s");
+        r.baseline = format!(
+            "/healthz {health_rate:.0}/s; {}",
+            meter.per_request(read.completed)
+        );
         r.ratio = Some(read.throughput() / health_rate);
         r.target = "≥ 0.5".into();
         report.push(r);
@@ -424,6 +494,7 @@ pub fn run_backend(
             )
         })
         .collect();
+    let meter = CpuMeter::start(&server, backend);
     let register = drive(
         &plan(settings, server.addr, Mode::Once, 201),
         requests,
@@ -431,7 +502,10 @@ pub fn run_backend(
     );
     check(&register, "register")?;
     let mut r = row("POST register", name, &register);
-    r.baseline = format!("raw durable insert {insert_rate:.0}/s");
+    r.baseline = format!(
+        "raw durable insert {insert_rate:.0}/s; {}",
+        meter.per_request(register.completed)
+    );
     r.ratio = Some(register.throughput() / insert_rate);
     r.target = "≥ 0.5".into();
     report.push(r);
