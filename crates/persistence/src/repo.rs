@@ -626,27 +626,33 @@ impl KeyStore for Repository {
         offset: u64,
     ) -> Result<KeyPage, StoreError> {
         let mut conn = self.conn()?;
-        let filtered = || {
-            let mut query = webhook_keys::table
-                .filter(webhook_keys::enterprise_id.eq(enterprise.as_str().to_owned()))
-                .into_boxed();
-            if let Some(status) = status {
-                query = query.filter(webhook_keys::status.eq(status.as_str()));
-            }
-            query
-        };
-        let total: i64 = filtered()
-            .count()
-            .get_result(&mut *conn)
-            .map_err(store_error)?;
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let rows: Vec<KeyRow> = filtered()
-            .select(KeyRow::as_select())
-            .order(webhook_keys::seq.asc())
-            .limit(i64::from(limit))
-            .offset(offset)
-            .load(&mut *conn)
-            .map_err(store_error)?;
+        // Two static queries rather than one boxed query: Diesel prepares a boxed query
+        // again on every call (on PostgreSQL the server parses and plans it each time),
+        // where a static one is prepared once per connection and reused.
+        macro_rules! page {
+            ($filtered:expr) => {{
+                let total: i64 = $filtered
+                    .count()
+                    .get_result(&mut *conn)
+                    .map_err(store_error)?;
+                let rows: Vec<KeyRow> = $filtered
+                    .select(KeyRow::as_select())
+                    .order(webhook_keys::seq.asc())
+                    .limit(i64::from(limit))
+                    .offset(offset)
+                    .load(&mut *conn)
+                    .map_err(store_error)?;
+                (total, rows)
+            }};
+        }
+        let of_enterprise = webhook_keys::enterprise_id.eq(enterprise.as_str());
+        let (total, rows) = match status {
+            None => page!(webhook_keys::table.filter(of_enterprise)),
+            Some(status) => page!(webhook_keys::table
+                .filter(of_enterprise)
+                .filter(webhook_keys::status.eq(status.as_str()))),
+        };
         let keys = rows
             .into_iter()
             .map(StoredKey::try_from)
