@@ -105,6 +105,26 @@ impl WalSync {
         }
     }
 
+    /// Waits, at most `limit`, until no sync is in flight. A commit made during a sync
+    /// waits for the next one anyway, which starts only when this one ends, so a writer
+    /// that commits at the end of the sync instead of during it answers no later and
+    /// writes its pages to the log once instead of once per commit.
+    pub(crate) fn wait_while_syncing(&self, limit: std::time::Duration) {
+        let mut state = lock(&self.state);
+        let deadline = std::time::Instant::now() + limit;
+        while state.syncing && state.failed.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .synced_changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Why syncing stopped for good, if it did.
     pub(crate) fn failure(&self) -> Option<String> {
         lock(&self.state).failed.clone()
@@ -231,6 +251,31 @@ mod tests {
         wal.committed().wait().unwrap();
         assert_ne!(held(&wal), before);
         assert_eq!(held(&wal), std::fs::metadata(&path).unwrap().ino());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_writer_can_wait_for_the_sync_in_flight() {
+        let (dir, wal) = scratch("in-flight");
+        let limit = std::time::Duration::from_secs(30);
+        // Nothing in flight: no wait.
+        let started = std::time::Instant::now();
+        wal.wait_while_syncing(limit);
+        assert!(started.elapsed() < limit);
+        lock(&wal.state).syncing = true;
+        // Never finishing: the limit ends the wait.
+        wal.wait_while_syncing(std::time::Duration::from_millis(1));
+        let finisher = {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                lock(&wal.state).syncing = false;
+                wal.synced_changed.notify_all();
+            })
+        };
+        wal.wait_while_syncing(limit);
+        assert!(!lock(&wal.state).syncing);
+        finisher.join().unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -39,6 +39,9 @@ const MAX_BATCH: usize = 512;
 /// batch buys throughput for a fraction of a commit's latency. A lone record is
 /// committed at once.
 const GATHER: Duration = Duration::from_micros(200);
+/// SQLite: how long the writer waits at most for a log sync in flight before
+/// committing (see [`crate::durable::WalSync::wait_while_syncing`]).
+const SYNC_WAIT: Duration = Duration::from_millis(20);
 /// Writer threads per process.
 const WRITERS: usize = 1;
 /// How often a key's `last_verified_at` is stamped at most (it is informational).
@@ -197,7 +200,7 @@ impl Writer {
 
     /// Takes the records waiting now (and, under load, those arriving within
     /// [`GATHER`]); `None` once every handle is gone.
-    fn gather(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    fn gather(&self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
         let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
         let first = queue.recv().ok()?;
         let deadline = Instant::now() + GATHER;
@@ -215,11 +218,20 @@ impl Writer {
                 Err(_) => break,
             }
         }
+        if let Some(wal) = self.gate.wal() {
+            wal.wait_while_syncing(SYNC_WAIT);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
         Some(batch)
     }
 
     fn run(mut self, queue: &Mutex<mpsc::Receiver<Job>>) {
-        while let Some(batch) = Self::gather(queue) {
+        while let Some(batch) = self.gather(queue) {
             let records: Vec<&Record> = batch.iter().map(|job| &job.record).collect();
             let due = self.due_stamps(&records);
             let committed = self.commit(&records, &due);

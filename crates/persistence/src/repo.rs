@@ -55,6 +55,11 @@ impl WriteGate {
     fn sync_failure(&self) -> Option<String> {
         self.wal.get()?.failure()
     }
+
+    /// The writer connection's log syncing, once it is open.
+    pub(crate) fn wal(&self) -> Option<&std::sync::Arc<WalSync>> {
+        self.wal.get()
+    }
 }
 
 impl std::fmt::Debug for WriteGate {
