@@ -21,6 +21,20 @@ pub enum DbConnection {
     Postgres(PgConnection),
 }
 
+/// Runs `$body` with `$c` bound to the backend's own connection: for hot statements,
+/// written once like the rest, but executed without `DbConnection`'s translation layer,
+/// which renders a statement's SQL text again at every execution (even when the
+/// prepared statement is cached) and wraps every value read.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Sqlite($c) => $body,
+            $crate::db::DbConnection::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 

@@ -12,7 +12,7 @@ use keyward_domain::{
 };
 use uuid::Uuid;
 
-use crate::db::{DbConnection, Pool};
+use crate::db::{on_backend, DbConnection, Pool};
 use crate::durable::{Durable, WalSync};
 use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
 use crate::schema::{
@@ -336,17 +336,18 @@ fn append_audit(
     outcome: &str,
     audit: &AuditContext,
 ) -> QueryResult<usize> {
-    diesel::insert_into(audit_events::table)
-        .values(NewAuditRow {
-            at: at.millis(),
-            enterprise_id: enterprise,
-            key_id,
-            actor: audit.actor.as_str(),
-            action: action.as_str(),
-            outcome,
-            request_id: &audit.request_id,
-        })
-        .execute(conn)
+    let row = NewAuditRow {
+        at: at.millis(),
+        enterprise_id: enterprise,
+        key_id,
+        actor: audit.actor.as_str(),
+        action: action.as_str(),
+        outcome,
+        request_id: &audit.request_id,
+    };
+    on_backend!(conn, |c| diesel::insert_into(audit_events::table)
+        .values(&row)
+        .execute(c))
 }
 
 /// PostgreSQL's registration: the guarded counter bump, the key row and its audit event
@@ -547,9 +548,9 @@ impl KeyStore for Repository {
             // its registrations) is locked only from here to the commit.
             DbConnection::Postgres(pg) => postgres_insert_key(pg, &row, max_active, audit),
             DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
-                match diesel::insert_into(webhook_keys::table)
+                match on_backend!(&mut *conn, |c| diesel::insert_into(webhook_keys::table)
                     .values(&row)
-                    .execute(conn)
+                    .execute(c))
                 {
                     Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),
                     other => other?,
@@ -563,11 +564,11 @@ impl KeyStore for Repository {
                     "OK",
                     audit,
                 )?;
-                let bumped = diesel::update(enterprises::table)
+                let bumped = on_backend!(&mut *conn, |c| diesel::update(enterprises::table)
                     .filter(enterprises::id.eq(enterprise))
                     .filter(enterprises::active_keys.lt(i64::from(max_active)))
                     .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
-                    .execute(conn)?;
+                    .execute(c))?;
                 if bumped == 0 {
                     return Err(Abort::Outcome(InsertOutcome::LimitReached));
                 }
@@ -632,24 +633,22 @@ impl KeyStore for Repository {
     ) -> Result<KeyPage, StoreError> {
         let mut conn = self.conn()?;
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        // Two static queries rather than one boxed query: Diesel prepares a boxed query
-        // again on every call (on PostgreSQL the server parses and plans it each time),
-        // where a static one is prepared once per connection and reused.
+        // Two static queries rather than one boxed query, whose SQL Diesel builds again
+        // on every call; both run on the backend's own connection (see `on_backend`).
         macro_rules! page {
-            ($filtered:expr) => {{
-                let total: i64 = $filtered
-                    .count()
-                    .get_result(&mut *conn)
-                    .map_err(store_error)?;
-                let rows: Vec<KeyRow> = $filtered
-                    .select(KeyRow::as_select())
-                    .order(webhook_keys::seq.asc())
-                    .limit(i64::from(limit))
-                    .offset(offset)
-                    .load(&mut *conn)
-                    .map_err(store_error)?;
-                (total, rows)
-            }};
+            ($filtered:expr) => {
+                on_backend!(&mut *conn, |c| {
+                    let total: i64 = $filtered.count().get_result(c).map_err(store_error)?;
+                    let rows: Vec<KeyRow> = $filtered
+                        .select(KeyRow::as_select())
+                        .order(webhook_keys::seq.asc())
+                        .limit(i64::from(limit))
+                        .offset(offset)
+                        .load(c)
+                        .map_err(store_error)?;
+                    (total, rows)
+                })
+            };
         }
         let of_enterprise = webhook_keys::enterprise_id.eq(enterprise.as_str());
         let (total, rows) = match status {
@@ -674,15 +673,15 @@ impl KeyStore for Repository {
         key_id: &str,
     ) -> Result<Option<StoredKey>, StoreError> {
         let mut conn = self.conn()?;
-        webhook_keys::table
+        on_backend!(&mut *conn, |c| webhook_keys::table
             .filter(webhook_keys::enterprise_id.eq(enterprise.as_str()))
             .filter(webhook_keys::key_id.eq(key_id))
             .select(KeyRow::as_select())
-            .first(&mut *conn)
-            .optional()
-            .map_err(store_error)?
-            .map(StoredKey::try_from)
-            .transpose()
+            .first::<KeyRow>(c)
+            .optional())
+        .map_err(store_error)?
+        .map(StoredKey::try_from)
+        .transpose()
     }
 
     fn revoke_key(
