@@ -150,6 +150,7 @@ pub struct CpuMeter {
     pid: String,
     server: u64,
     database: Option<u64>,
+    generator: u64,
 }
 
 impl CpuMeter {
@@ -158,11 +159,13 @@ impl CpuMeter {
         Self {
             server: process_cpu_us(&pid).unwrap_or(0),
             database: (backend == Backend::Postgres).then(postgres_cpu_us),
+            generator: process_cpu_us("self").unwrap_or(0),
             pid,
         }
     }
 
-    /// "CPU/req keyward N µs[, PostgreSQL M µs]" over `requests` since the start.
+    /// "CPU/req keyward N µs[, PostgreSQL M µs], generator G µs" over `requests` since
+    /// the start (the generator is this process, which runs nothing else meanwhile).
     pub fn per_request(&self, requests: u64) -> String {
         let n = requests.max(1) as f64;
         let server = process_cpu_us(&self.pid)
@@ -173,6 +176,10 @@ impl CpuMeter {
             let database = postgres_cpu_us().saturating_sub(before);
             note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
         }
+        let generator = process_cpu_us("self")
+            .unwrap_or(0)
+            .saturating_sub(self.generator);
+        note.push_str(&format!(", generator {:.0} µs", generator as f64 / n));
         note
     }
 }
@@ -483,6 +490,7 @@ pub fn run_backend(
 
     // Register: unique keys spread over sixteen enterprises (each under the key limit).
     let insert_rate = raw_insert_rate(&db, settings)?;
+    let writes_rate = registration_writes_rate(&db, settings)?;
     let count = 40_000;
     let requests = (0..count)
         .map(|n| {
@@ -503,7 +511,8 @@ pub fn run_backend(
     check(&register, "register")?;
     let mut r = row("POST register", name, &register);
     r.baseline = format!(
-        "raw durable insert {insert_rate:.0}/s; {}",
+        "raw durable insert {insert_rate:.0}/s; the same writes without keyward {writes_rate:.0}/s (keyward {:.2}× of it); {}",
+        register.throughput() / writes_rate,
         meter.per_request(register.completed)
     );
     r.ratio = Some(register.throughput() / insert_rate);
@@ -518,17 +527,74 @@ type Exec = Box<dyn FnMut(&str) -> Result<(), String> + Send>;
 /// Single-row durable inserts per second into a scratch table of the same database,
 /// with the server's settings, at the load's concurrency.
 fn raw_insert_rate(db: &TestDb, settings: &Settings) -> Result<f64, String> {
+    raw_rate(
+        db,
+        settings,
+        "CREATE TABLE IF NOT EXISTS bench_raw_inserts (id TEXT PRIMARY KEY, at BIGINT NOT NULL)"
+            .into(),
+        |t, n| format!("INSERT INTO bench_raw_inserts (id, at) VALUES ('{t}-{n}', {n})"),
+    )
+}
+
+/// A registration's writes without keyward: the key row, its audit event and the
+/// guarded active-key counter, in one durable transaction each, sent as SQL text the
+/// way the raw inserts are, into enterprises of their own. What the database alone
+/// makes of the work a registration must do.
+fn registration_writes_rate(db: &TestDb, settings: &Settings) -> Result<f64, String> {
+    let enterprises = 16;
+    let setup = (0..enterprises)
+        .map(|e| {
+            format!(
+                "INSERT INTO enterprises (id, name, active_keys, created_at) \
+                 VALUES ('bench-w{e}', 'bench-w{e}', 0, 0)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let begin = if db.sqlite_path().is_some() {
+        "BEGIN IMMEDIATE"
+    } else {
+        "BEGIN"
+    };
+    raw_rate(db, settings, setup, move |t, n| {
+        let e = format!("bench-w{}", (t + n as usize) % enterprises);
+        let id = format!("00000000-0000-4000-8000-{:04x}{:08x}", t, n);
+        let jwk =
+            r#"{"crv":"Ed25519","kty":"OKP","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        format!(
+            "{begin}; \
+             INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwks_uri, \
+               jwk, thumbprint, status, created_at, created_by) \
+             VALUES ('{id}', '{e}', 'w-{t}-{n}', 'bench key', 'EdDSA', NULL, '{jwk}', \
+               'thumbprint-{t}-{n}', 'ACTIVE', {n}, 'bench@keyward.test'); \
+             INSERT INTO audit_events (at, enterprise_id, key_id, actor, action, outcome, request_id) \
+             VALUES ({n}, '{e}', 'w-{t}-{n}', 'bench@keyward.test', 'REGISTER', 'OK', '{id}'); \
+             UPDATE enterprises SET active_keys = active_keys + 1 \
+               WHERE id = '{e}' AND active_keys < 1000000000; \
+             COMMIT"
+        )
+    })
+}
+
+/// Runs `statement(thread, n)` (each a durable transaction of its own) on one
+/// connection per thread, at the load's concurrency, for the load's duration, after
+/// `setup` once; returns how many per second.
+fn raw_rate(
+    db: &TestDb,
+    settings: &Settings,
+    setup: String,
+    statement: impl Fn(usize, u64) -> String + Send + Sync + 'static,
+) -> Result<f64, String> {
     let url = db.url_string();
     let sqlite = db.sqlite_path().cloned();
-    let setup =
-        "CREATE TABLE IF NOT EXISTS bench_raw_inserts (id TEXT PRIMARY KEY, at BIGINT NOT NULL)";
     let connect = move || -> Result<Exec, String> {
         match &sqlite {
             Some(path) => {
                 let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())
                     .map_err(|e| e.to_string())?;
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                     PRAGMA busy_timeout = 10000;",
                 )
                 .map_err(|e| e.to_string())?;
                 Ok(Box::new(move |sql: &str| {
@@ -543,19 +609,19 @@ fn raw_insert_rate(db: &TestDb, settings: &Settings) -> Result<f64, String> {
             }
         }
     };
-    connect()?(setup)?;
+    connect()?(&setup)?;
+    let statement = Arc::new(statement);
     let deadline = Instant::now() + settings.duration;
     let start = Instant::now();
     let threads: Vec<_> = (0..settings.concurrency)
         .map(|t| {
             let mut exec = connect();
+            let statement = statement.clone();
             std::thread::spawn(move || -> Result<u64, String> {
                 let exec = exec.as_mut().map_err(|e| e.clone())?;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    exec(&format!(
-                        "INSERT INTO bench_raw_inserts (id, at) VALUES ('{t}-{n}', {n})"
-                    ))?;
+                    exec(&statement(t, n))?;
                     n += 1;
                 }
                 Ok(n)
@@ -564,7 +630,9 @@ fn raw_insert_rate(db: &TestDb, settings: &Settings) -> Result<f64, String> {
         .collect();
     let mut total = 0;
     for thread in threads {
-        total += thread.join().map_err(|_| "an insert thread panicked")??;
+        total += thread
+            .join()
+            .map_err(|_| "a database load thread panicked")??;
     }
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
