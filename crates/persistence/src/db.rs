@@ -123,9 +123,6 @@ impl fmt::Display for DatabaseUrl {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -1024;";
 
-/// PostgreSQL settings applied to every connection.
-const PG_SESSION: &str = "SET plan_cache_mode = force_generic_plan";
-
 /// Opens connections of the configured backend (never guessing from the URL's shape).
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
@@ -146,19 +143,9 @@ impl ConnectionManager {
                     .map_err(|e| StorageError::Connect(e.to_string()))?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(url)
-                    .map_err(|e| StorageError::Connect(e.to_string()))?;
-                // Every statement keyward prepares looks rows up by key, so one plan fits
-                // every value: without this, PostgreSQL plans a statement with a LIMIT
-                // parameter (a page of keys) again at every execution. The one range
-                // scan, the replay-record purge, asks for its own plan (`purge_replay_records`).
-                // A server without the setting (before PostgreSQL 12) keeps its default.
-                if let Err(err) = conn.batch_execute(PG_SESSION) {
-                    tracing::debug!(error = %err, "plan_cache_mode not set");
-                }
-                Ok(DbConnection::Postgres(conn))
-            }
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Postgres)
+                .map_err(|e| StorageError::Connect(e.to_string())),
         }
     }
 }

@@ -778,21 +778,10 @@ impl VerificationStore for Repository {
 
     fn purge_replay_records(&self, now: Timestamp) -> Result<u64, StoreError> {
         let mut conn = self.conn()?;
-        let purge = diesel::delete(
+        let deleted = diesel::delete(
             replay_records::table.filter(replay_records::expires_at.lt(now.millis())),
-        );
-        let deleted = match &mut *conn {
-            // A range whose size depends on the bound: planned for this bound, not with
-            // the generic plan the connection's other statements use.
-            DbConnection::Postgres(pg) => pg.transaction(|pg| {
-                diesel::connection::SimpleConnection::batch_execute(
-                    pg,
-                    "SET LOCAL plan_cache_mode = force_custom_plan",
-                )?;
-                purge.execute(pg)
-            }),
-            DbConnection::Sqlite(_) => purge.execute(&mut *conn),
-        }
+        )
+        .execute(&mut *conn)
         .map_err(store_error)?;
         Ok(deleted as u64)
     }

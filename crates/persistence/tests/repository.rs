@@ -347,29 +347,6 @@ fn sqlite_files_are_in_wal_mode_with_full_sync() {
 }
 
 #[test]
-fn postgres_connections_reuse_generic_plans() {
-    use keyward_domain::ports::VerificationStore;
-    let Some(db) = TestDb::postgres() else { return };
-    let mut conn = db.pool().get().expect("conn");
-    #[derive(QueryableByName)]
-    struct Mode {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        plan_cache_mode: String,
-    }
-    let mode: Mode = diesel::sql_query("SHOW plan_cache_mode")
-        .get_result(&mut *conn)
-        .expect("setting");
-    assert_eq!(mode.plan_cache_mode, "force_generic_plan");
-    // The purge asks for a plan of its own range (in its own transaction).
-    drop(conn);
-    assert_eq!(
-        db.repository()
-            .purge_replay_records(keyward_domain::Timestamp::from_millis(1)),
-        Ok(0)
-    );
-}
-
-#[test]
 fn sqlite_refuses_writes_once_its_log_cannot_be_synced() {
     use keyward_domain::ports::ReadinessProbe;
     use keyward_domain::StoreError;
