@@ -144,8 +144,8 @@ fn postgres_cpu_us() -> u64 {
         .sum()
 }
 
-/// The CPU a load costs the server (and PostgreSQL's processes), per request: steadier
-/// than throughput on a shared machine, so builds compare by it too.
+/// The CPU a load costs the server, PostgreSQL's processes and the load generator, per
+/// request: steadier than throughput on a shared machine, so builds compare by it too.
 pub struct CpuMeter {
     pid: String,
     server: u64,

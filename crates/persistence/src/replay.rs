@@ -199,18 +199,14 @@ impl Writer {
     }
 
     /// Takes the records waiting now (and, under load, those arriving within
-    /// [`GATHER`]); `None` once every handle is gone.
+    /// [`GATHER`], and on SQLite those arriving while a log sync is in flight); `None`
+    /// once every handle is gone.
     fn gather(&self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
         let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
         let first = queue.recv().ok()?;
         let deadline = Instant::now() + GATHER;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        take_waiting(&queue, &mut batch);
         while batch.len() > 1 && batch.len() < MAX_BATCH {
             let left = deadline.saturating_duration_since(Instant::now());
             match queue.recv_timeout(left) {
@@ -220,12 +216,7 @@ impl Writer {
         }
         if let Some(wal) = self.gate.wal() {
             wal.wait_while_syncing(SYNC_WAIT);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+            take_waiting(&queue, &mut batch);
         }
         Some(batch)
     }
@@ -313,6 +304,16 @@ impl Writer {
                 Ok((outcomes, Durable::already()))
             }
             DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order, due),
+        }
+    }
+}
+
+/// Adds the records already queued to `batch`, up to [`MAX_BATCH`].
+fn take_waiting(queue: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }

@@ -53,7 +53,7 @@ struct GateWriter {
 impl WriteGate {
     /// Why the writer connection's log can no longer be synced, if it cannot.
     fn sync_failure(&self) -> Option<String> {
-        self.wal.get()?.failure()
+        self.wal()?.failure()
     }
 
     /// The writer connection's log syncing, once it is open.
