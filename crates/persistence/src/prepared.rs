@@ -1,15 +1,19 @@
-//! Raw PostgreSQL statements that each connection prepares once.
+//! Raw statements that each connection prepares once.
 //!
-//! Diesel's `sql_query` marks itself unsafe to cache, so PostgreSQL parses, analyses and
-//! plans it again on every execution; for the registration statement (four CTEs) that
-//! was about a quarter of the database's CPU per registration. [`Prepared`] renders the
-//! same text with its `$n` parameters as ordinary binds, which Diesel's statement cache
-//! keys by the rendered text: the first execution on a connection prepares it, later
-//! ones only bind and execute.
+//! Diesel's `sql_query` and every `diesel::update` mark themselves unsafe to cache, so
+//! the database parses (and PostgreSQL plans) them again on every execution; for the
+//! PostgreSQL registration statement (four CTEs) that was about a quarter of the
+//! database's CPU per registration, and on SQLite each transaction's `BEGIN` and
+//! `COMMIT` and each replay batch's key stamps were parsed anew. [`Prepared`] renders
+//! the same text with its `$n` parameters as ordinary binds (`$n` on PostgreSQL, `?`
+//! on SQLite), which Diesel's statement cache keys by the rendered text: the first
+//! execution on a connection prepares it, later ones only bind and execute.
 
+use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Untyped};
+use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
 /// One parameter value of a [`Prepared`] statement.
@@ -46,8 +50,13 @@ impl Query for Prepared<'_> {
 
 impl<Conn> RunQueryDsl<Conn> for Prepared<'_> {}
 
-impl QueryFragment<Pg> for Prepared<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+impl<'a> Prepared<'a> {
+    /// Pushes the text with each `$n` as a bind of `binds[n - 1]`, through `bind`.
+    fn render<'b, DB: Backend>(
+        &'b self,
+        mut out: AstPass<'_, 'b, DB>,
+        bind: impl Fn(&mut AstPass<'_, 'b, DB>, &'b Bind<'a>) -> QueryResult<()>,
+    ) -> QueryResult<()> {
         let mut rest = self.sql;
         while let Some(at) = rest.find('$') {
             out.push_sql(&rest[..at]);
@@ -58,7 +67,7 @@ impl QueryFragment<Pg> for Prepared<'_> {
                 rest = after;
                 continue;
             }
-            let bind = after[..digits]
+            let value = after[..digits]
                 .parse::<usize>()
                 .ok()
                 .and_then(|n| n.checked_sub(1))
@@ -68,19 +77,37 @@ impl QueryFragment<Pg> for Prepared<'_> {
                         format!("parameter ${} has no value", &after[..digits]).into(),
                     )
                 })?;
-            match bind {
-                Bind::Text(value) => out.push_bind_param::<Text, str>(value)?,
-                Bind::OptionalText(value) => {
-                    out.push_bind_param::<Nullable<Text>, Option<&str>>(value)?;
-                }
-                Bind::BigInt(value) => out.push_bind_param::<BigInt, i64>(value)?,
-                Bind::Texts(values) => out.push_bind_param::<Array<Text>, [String]>(values)?,
-                Bind::BigInts(values) => out.push_bind_param::<Array<BigInt>, [i64]>(values)?,
-            }
+            bind(&mut out, value)?;
             rest = &after[digits..];
         }
         out.push_sql(rest);
         Ok(())
+    }
+}
+
+impl QueryFragment<Pg> for Prepared<'_> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.render(out, |out, value| match value {
+            Bind::Text(value) => out.push_bind_param::<Text, str>(value),
+            Bind::OptionalText(value) => out.push_bind_param::<Nullable<Text>, Option<&str>>(value),
+            Bind::BigInt(value) => out.push_bind_param::<BigInt, i64>(value),
+            Bind::Texts(values) => out.push_bind_param::<Array<Text>, [String]>(values),
+            Bind::BigInts(values) => out.push_bind_param::<Array<BigInt>, [i64]>(values),
+        })
+    }
+}
+
+/// SQLite has no arrays: a statement with an array parameter is an error there.
+impl QueryFragment<Sqlite> for Prepared<'_> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        self.render(out, |out, value| match value {
+            Bind::Text(value) => out.push_bind_param::<Text, str>(value),
+            Bind::OptionalText(value) => out.push_bind_param::<Nullable<Text>, Option<&str>>(value),
+            Bind::BigInt(value) => out.push_bind_param::<BigInt, i64>(value),
+            Bind::Texts(_) | Bind::BigInts(_) => Err(diesel::result::Error::QueryBuilderError(
+                "SQLite statements take no array parameters".into(),
+            )),
+        })
     }
 }
 
@@ -106,5 +133,49 @@ mod tests {
         let query = Prepared::new("SELECT $1, $2", &binds);
         let mut builder = diesel::pg::PgQueryBuilder::default();
         assert!(query.to_sql(&mut builder, &Pg).is_err());
+    }
+
+    #[test]
+    fn on_sqlite_parameters_become_positional_binds() {
+        let binds = [Bind::Text("a"), Bind::BigInt(7)];
+        let query = Prepared::new("SELECT $2, $1, $2 + 1", &binds);
+        let rendered = diesel::debug_query::<Sqlite, _>(&query).to_string();
+        assert_eq!(rendered, "SELECT ?, ?, ? + 1 -- binds: [7, \"a\", 7]");
+    }
+
+    #[test]
+    fn on_sqlite_an_array_parameter_is_an_error() {
+        let texts = vec!["x".to_owned()];
+        let binds = [Bind::Texts(&texts)];
+        let query = Prepared::new("SELECT $1", &binds);
+        let mut builder = diesel::sqlite::SqliteQueryBuilder::new();
+        assert!(query.to_sql(&mut builder, &Sqlite).is_err());
+    }
+
+    #[test]
+    fn on_sqlite_a_statement_runs_with_its_binds_each_time() {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT)")
+            .unwrap();
+        for (k, v) in [("a", 1), ("b", 2), ("a", 3)] {
+            let binds = [Bind::Text(k), Bind::BigInt(v)];
+            Prepared::new(
+                "INSERT INTO t (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = $2",
+                &binds,
+            )
+            .execute(&mut conn)
+            .unwrap();
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Total {
+            #[diesel(sql_type = BigInt)]
+            total: i64,
+        }
+        let total: Total = diesel::sql_query("SELECT SUM(v) AS total FROM t")
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(total.total, 5);
     }
 }

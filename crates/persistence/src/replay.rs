@@ -349,6 +349,18 @@ fn sqlite_commit(
     }
 }
 
+/// What [`sqlite_batch`] reads of a key: its row, whether it is ACTIVE, and its last
+/// stamp (cleared once stamped in this batch).
+struct SqliteKey {
+    seq: i64,
+    active: bool,
+    last_verified_at: Option<i64>,
+    stamp: bool,
+}
+
+/// SQLite: a key's stamp, by its row (read in the same transaction).
+const SQLITE_STAMP: &str = "UPDATE webhook_keys SET last_verified_at = $1 WHERE seq = $2";
+
 /// The statements of [`sqlite_commit`]'s transaction; `outcomes` in `records`' order.
 fn sqlite_batch(
     conn: &mut diesel::SqliteConnection,
@@ -357,23 +369,37 @@ fn sqlite_batch(
     due: &BTreeMap<(String, String), i64>,
     outcomes: &mut [RecordOutcome],
 ) -> Result<(), diesel::result::Error> {
-    let mut active = BTreeMap::new();
+    let mut keys: BTreeMap<(&str, &str), Option<SqliteKey>> = BTreeMap::new();
     for r in records {
         let key = (r.enterprise.as_str(), r.key_id.as_str());
-        if active.contains_key(&key) {
+        if keys.contains_key(&key) {
             continue;
         }
-        let status: Option<String> = webhook_keys::table
+        let row: Option<(i64, String, Option<i64>)> = webhook_keys::table
             .filter(webhook_keys::enterprise_id.eq(key.0))
             .filter(webhook_keys::key_id.eq(key.1))
-            .select(webhook_keys::status)
+            .select((
+                webhook_keys::seq,
+                webhook_keys::status,
+                webhook_keys::last_verified_at,
+            ))
             .first(conn)
             .optional()?;
-        active.insert(key, status.as_deref() == Some("ACTIVE"));
+        let state = row.map(|(seq, status, last_verified_at)| SqliteKey {
+            seq,
+            active: status == "ACTIVE",
+            last_verified_at,
+            stamp: due.contains_key(&(key.0.to_owned(), key.1.to_owned())),
+        });
+        keys.insert(key, state);
     }
+    let is_active = |key: &Option<SqliteKey>| key.as_ref().is_some_and(|k| k.active);
     for i in order {
         let r = records[i];
-        if active.get(&(r.enterprise.as_str(), r.key_id.as_str())) != Some(&true) {
+        if !keys
+            .get(&(r.enterprise.as_str(), r.key_id.as_str()))
+            .is_some_and(is_active)
+        {
             continue;
         }
         let inserted = diesel::insert_into(replay_records::table)
@@ -386,25 +412,26 @@ fn sqlite_batch(
             RecordOutcome::Replayed
         };
     }
-    // The keys' last verification, in the same commit (one writer: no lock order
-    // to respect), for keys due a stamp that verified in this batch.
+    // The keys' last verification, in the same commit (one writer: no lock order to
+    // respect), for keys due a stamp that verified in this batch, by the row read
+    // above: one prepared statement, no second index lookup.
     for (i, r) in records.iter().enumerate() {
-        let Some(&at) = due.get(&(r.enterprise.clone(), r.key_id.clone())) else {
-            continue;
-        };
         if outcomes[i] != RecordOutcome::Recorded {
             continue;
         }
-        diesel::update(webhook_keys::table)
-            .filter(webhook_keys::enterprise_id.eq(&r.enterprise))
-            .filter(webhook_keys::key_id.eq(&r.key_id))
-            .filter(
-                webhook_keys::last_verified_at
-                    .is_null()
-                    .or(webhook_keys::last_verified_at.lt(at - LAST_VERIFIED_RESOLUTION_MS)),
-            )
-            .set(webhook_keys::last_verified_at.eq(Some(at)))
-            .execute(conn)?;
+        let Some(Some(key)) = keys.get_mut(&(r.enterprise.as_str(), r.key_id.as_str())) else {
+            continue;
+        };
+        if !key.stamp
+            || key
+                .last_verified_at
+                .is_some_and(|last| last >= r.at - LAST_VERIFIED_RESOLUTION_MS)
+        {
+            continue;
+        }
+        key.stamp = false;
+        let binds = [Bind::BigInt(r.at), Bind::BigInt(key.seq)];
+        Prepared::new(SQLITE_STAMP, &binds).execute(conn)?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::db::{on_backend, DbConnection, Pool};
 use crate::durable::{Durable, WalSync};
+use crate::prepared::{Bind, Prepared};
 use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
 use crate::schema::{
     api_tokens, audit_events, auth_epoch, enterprises, memberships, replay_records, users,
@@ -247,28 +248,34 @@ fn sqlite_tx<T, O>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, Abort<O>>,
 ) -> Result<T, Abort<O>> {
-    if let Err(err) = diesel::sql_query("BEGIN IMMEDIATE").execute(conn) {
+    if let Err(err) = statement(conn, "BEGIN IMMEDIATE") {
         // A transaction left open by an earlier failure (whose ROLLBACK failed too)
         // would refuse every later BEGIN on this long-lived connection: end it and try
         // once more. With none open, ROLLBACK fails and `err` (busy, say) stands.
-        if diesel::sql_query("ROLLBACK").execute(conn).is_err() {
+        if statement(conn, "ROLLBACK").is_err() {
             return Err(Abort::Db(err));
         }
-        diesel::sql_query("BEGIN IMMEDIATE").execute(conn)?;
+        statement(conn, "BEGIN IMMEDIATE")?;
     }
     match f(conn) {
-        Ok(value) => match diesel::sql_query("COMMIT").execute(conn) {
+        Ok(value) => match statement(conn, "COMMIT") {
             Ok(_) => Ok(value),
             Err(err) => {
-                let _ = diesel::sql_query("ROLLBACK").execute(conn);
+                let _ = statement(conn, "ROLLBACK");
                 Err(Abort::Db(err))
             }
         },
         Err(abort) => {
-            diesel::sql_query("ROLLBACK").execute(conn)?;
+            statement(conn, "ROLLBACK")?;
             Err(abort)
         }
     }
+}
+
+/// Runs a statement without parameters, prepared once per connection (see
+/// [`crate::prepared`]).
+fn statement(conn: &mut DbConnection, sql: &'static str) -> QueryResult<usize> {
+    on_backend!(conn, |c| Prepared::new(sql, &[]).execute(c))
 }
 
 /// A failed log sync as a Diesel error (reported as internal, never retried).
@@ -370,6 +377,11 @@ WITH bumped AS (
 )
 SELECT count(*) AS n FROM audited";
 
+/// SQLite: counts a registration against the enterprise's limit of active keys; no
+/// row changes when the limit is reached.
+const BUMP_ACTIVE_KEYS: &str = "UPDATE enterprises SET active_keys = active_keys + 1 \
+     WHERE id = $1 AND active_keys < $2";
+
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -382,7 +394,6 @@ fn postgres_insert_key(
     max_active: u32,
     audit: &AuditContext,
 ) -> Result<(), Abort<InsertOutcome>> {
-    use crate::prepared::{Bind, Prepared};
     let binds = [
         Bind::Text(&row.id),
         Bind::Text(row.enterprise_id),
@@ -564,10 +575,9 @@ impl KeyStore for Repository {
                     "OK",
                     audit,
                 )?;
-                let bumped = on_backend!(&mut *conn, |c| diesel::update(enterprises::table)
-                    .filter(enterprises::id.eq(enterprise))
-                    .filter(enterprises::active_keys.lt(i64::from(max_active)))
-                    .set(enterprises::active_keys.eq(enterprises::active_keys + 1))
+                // Prepared once per connection (a Diesel update is parsed anew each time).
+                let binds = [Bind::Text(enterprise), Bind::BigInt(i64::from(max_active))];
+                let bumped = on_backend!(&mut *conn, |c| Prepared::new(BUMP_ACTIVE_KEYS, &binds)
                     .execute(c))?;
                 if bumped == 0 {
                     return Err(Abort::Outcome(InsertOutcome::LimitReached));

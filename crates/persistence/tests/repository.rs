@@ -410,6 +410,26 @@ mod replay {
             Some(t(1_000)),
             "stamped at most once a minute"
         );
+        // Another process (its own writer) leaves a stamp younger than a minute alone,
+        // and replaces an older one.
+        let stamp_of = |repo: &Repository| {
+            repo.get_key(&acme, "k")
+                .expect("get")
+                .expect("key")
+                .last_verified_at
+        };
+        let second = db.repository();
+        assert_eq!(
+            second.record_verification(&acme, "e3", "k", t(30_000), t(90_000)),
+            Ok(RecordOutcome::Recorded)
+        );
+        assert_eq!(stamp_of(&second), Some(t(1_000)));
+        let third = db.repository();
+        assert_eq!(
+            third.record_verification(&acme, "e4", "k", t(70_000), t(90_000)),
+            Ok(RecordOutcome::Recorded)
+        );
+        assert_eq!(stamp_of(&third), Some(t(70_000)));
         // Purging removes only what expired.
         assert_eq!(repo.purge_replay_records(t(6_000)), Ok(1));
         assert_eq!(
