@@ -349,8 +349,8 @@ fn sqlite_commit(
     }
 }
 
-/// What [`sqlite_batch`] reads of a key: its row, whether it is ACTIVE, and its last
-/// stamp (cleared once stamped in this batch).
+/// What [`sqlite_batch`] reads of a key (its row, whether it is ACTIVE, its last stamp)
+/// and whether this process is due to stamp it (cleared once stamped in this batch).
 struct SqliteKey {
     seq: i64,
     active: bool,
