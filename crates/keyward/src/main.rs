@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod config;
 mod jwks;
+mod logs;
 mod serve;
 mod server;
 mod tools;
@@ -83,6 +84,8 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    // Lines still buffered go out before the exit status, and before any error line.
+    logs::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
