@@ -1,8 +1,12 @@
 //! The envelope around every request: a request id, the error shape for whatever the
 //! framework answers, the security headers, and one access log line.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use metrics::{Counter, Histogram};
 
 use poem::http::header::{
     HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
@@ -20,8 +24,16 @@ const REQUEST_ID: &str = "x-request-id";
 fn request_id_of(req: &Request) -> String {
     req.header(REQUEST_ID)
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A random (version 4) UUID. A request id names a request, it guards nothing, so it
+/// comes from a fast per-thread generator rather than a system call per request.
+fn new_request_id() -> String {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    id.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
 }
 
 fn is_json(resp: &Response) -> bool {
@@ -152,15 +164,7 @@ fn finish(
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::counter!(
-        "keyward_http_requests_total",
-        "method" => method.to_string(),
-        "route" => route,
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!("keyward_http_request_duration_seconds", "method" => method.to_string(), "route" => route)
-        .record(elapsed);
+    record_request(method, route, status.as_u16(), elapsed);
     tracing::info!(
         request_id = %request_id,
         method = %method,
@@ -171,6 +175,53 @@ fn finish(
         "request"
     );
     resp
+}
+
+/// Counts a request and records its latency. The handles of each (method, route,
+/// status) are looked up once per thread: the registry's own lookup hashes the labels
+/// and allocates their values at every call.
+fn record_request(method: &Method, route: &'static str, status: u16, elapsed: f64) {
+    type Handles = HashMap<(&'static str, &'static str, u16), (Counter, Histogram)>;
+    thread_local! {
+        static HANDLES: RefCell<Handles> = RefCell::default();
+    }
+    let method = method_label(method);
+    HANDLES.with_borrow_mut(|handles| {
+        let (count, latency) = handles.entry((method, route, status)).or_insert_with(|| {
+            (
+                metrics::counter!(
+                    "keyward_http_requests_total",
+                    "method" => method,
+                    "route" => route,
+                    "status" => status.to_string()
+                ),
+                metrics::histogram!(
+                    "keyward_http_request_duration_seconds",
+                    "method" => method,
+                    "route" => route
+                ),
+            )
+        });
+        count.increment(1);
+        latency.record(elapsed);
+    });
+}
+
+/// The method as a metric label. Methods outside HTTP's standard set count as `OTHER`,
+/// so a client cannot create a series per made-up method.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 /// The methods a route answers, for the `Allow` header of a 405.
@@ -214,7 +265,27 @@ pub fn route_template(path: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::route_template;
+    use super::{method_label, new_request_id, route_template};
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let method = |m: &str| poem::http::Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(method_label(&method("GET")), "GET");
+        assert_eq!(method_label(&method("DELETE")), "DELETE");
+        assert_eq!(method_label(&method("FROB")), "OTHER");
+        assert_eq!(method_label(&method("get")), "OTHER");
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids {
+            let uuid = uuid::Uuid::parse_str(&id).expect(&id);
+            assert_eq!(uuid.get_version_num(), 4, "{id}");
+            assert_eq!(uuid.hyphenated().to_string(), id);
+        }
+    }
 
     #[test]
     fn routes_collapse_to_templates() {
