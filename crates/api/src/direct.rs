@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn a_page_is_written_byte_for_byte_as_the_value_tree_would_be() {
         let list = KeyList {
-            keys: keys().iter().map(KeySummary::from).collect(),
+            keys: keys().into_iter().map(KeySummary::from).collect(),
             total: 3,
             limit: 50,
             prev_id: 0,
@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn a_key_is_written_byte_for_byte_as_the_value_tree_would_be() {
         for key in keys() {
-            let detail = KeyDetail::from(&key);
+            let detail = KeyDetail::from(key);
             assert_eq!(serde_json::to_string(&detail).unwrap(), tree(&detail));
         }
     }

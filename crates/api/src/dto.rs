@@ -1,6 +1,6 @@
 //! The request and response bodies of the key operations, as documented.
 
-use keyward_domain::{AlgorithmFamily, KeyStatus, StoredKey};
+use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, StoredKey};
 use poem_openapi::types::Any;
 use poem_openapi::{Enum, Object};
 use serde::Serialize;
@@ -205,19 +205,25 @@ pub struct KeySummary {
     pub last_verified_date: Option<DateTime>,
 }
 
-impl From<&StoredKey> for KeySummary {
-    fn from(key: &StoredKey) -> Self {
+/// Takes the key by value: a page converts every key it lists, and moving its strings
+/// saves copying them.
+impl From<StoredKey> for KeySummary {
+    fn from(key: StoredKey) -> Self {
+        let (algorithm, jwks_uri) = match key.source {
+            KeySource::Inline { algorithm, .. } => (Some(Algorithm::from(algorithm)), None),
+            KeySource::JwksUri(uri) => (None, Some(uri)),
+        };
         Self {
             id: key.id,
-            key_id: key.key_id.clone(),
-            key_name: key.key_name.clone(),
-            algorithm: Nullable(key.algorithm().map(Algorithm::from)),
+            key_id: key.key_id,
+            key_name: key.key_name,
+            algorithm: Nullable(algorithm),
             status: key.status.into(),
             created_date: key.created_at.into(),
-            created_by: key.created_by.clone(),
-            jwks_uri: key.jwks_uri().map(str::to_owned),
+            created_by: key.created_by,
+            jwks_uri,
             revoked_date: key.revoked_at.map(DateTime::from),
-            revoked_by: key.revoked_by.clone(),
+            revoked_by: key.revoked_by,
             last_verified_date: key.last_verified_at.map(DateTime::from),
         }
     }
@@ -249,16 +255,16 @@ pub struct KeyDetail {
     pub thumbprint: Option<String>,
 }
 
-impl From<&StoredKey> for KeyDetail {
-    fn from(key: &StoredKey) -> Self {
-        let (jwk, thumbprint) = match &key.source {
-            keyward_domain::KeySource::Inline {
+impl From<StoredKey> for KeyDetail {
+    fn from(mut key: StoredKey) -> Self {
+        let (jwk, thumbprint) = match &mut key.source {
+            KeySource::Inline {
                 jwk, thumbprint, ..
             } => (
                 serde_json::from_str::<serde_json::Value>(jwk).ok().map(Any),
-                Some(thumbprint.clone()),
+                Some(std::mem::take(thumbprint)),
             ),
-            keyward_domain::KeySource::JwksUri(_) => (None, None),
+            KeySource::JwksUri(_) => (None, None),
         };
         Self {
             summary: key.into(),

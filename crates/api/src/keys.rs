@@ -183,7 +183,7 @@ impl KeysApi {
             .read(move || keys.list(&admin, status, Some(limit), Some(offset)))
             .await?;
         Ok(ListResponse::Ok(Direct(KeyList {
-            keys: page.keys.iter().map(KeySummary::from).collect(),
+            keys: page.keys.into_iter().map(KeySummary::from).collect(),
             total: page.total,
             limit,
             prev_id: offset,
@@ -213,7 +213,7 @@ impl KeysApi {
         let admin = auth.0;
         let keys = state.keys.clone();
         let key = state.read(move || keys.get(&admin, &key_id.0)).await?;
-        Ok(GetResponse::Ok(Direct(KeyDetail::from(&key))))
+        Ok(GetResponse::Ok(Direct(KeyDetail::from(key))))
     }
 
     /// Revoke a webhook signing key
