@@ -37,16 +37,7 @@ impl Timestamp {
         let date = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let Ok(year) = u16::try_from(date.year()) else {
             // Before year 0: outside RFC 3339, written as the formatter writes it.
-            return format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                date.year(),
-                u8::from(date.month()),
-                date.day(),
-                date.hour(),
-                date.minute(),
-                date.second(),
-                millis
-            );
+            return formatted(date, millis);
         };
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -73,6 +64,20 @@ impl Timestamp {
             .ok()
             .map(Self)
     }
+}
+
+/// [`Timestamp::to_rfc3339`] through the formatting machinery.
+fn formatted(date: OffsetDateTime, millis: i64) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        date.hour(),
+        date.minute(),
+        date.second(),
+        millis
+    )
 }
 
 impl fmt::Display for Timestamp {
@@ -218,16 +223,7 @@ mod tests {
     fn timestamps_format_as_the_formatter_would() {
         let reference = |t: Timestamp| {
             let date = OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000)).unwrap();
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                date.year(),
-                u8::from(date.month()),
-                date.day(),
-                date.hour(),
-                date.minute(),
-                date.second(),
-                t.0.rem_euclid(1000)
-            )
+            formatted(date, t.0.rem_euclid(1000))
         };
         let mut millis: i64 = 1;
         let mut samples = vec![0, -1, 999, 1000, 253_402_300_799_999, -62_167_219_200_000];
