@@ -602,7 +602,9 @@ fn raw_rate(
                 }))
             }
             None => {
-                let mut conn = diesel::PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                let mut conn =
+                    diesel::PgConnection::establish(&keyward_persistence::libpq_url(&url))
+                        .map_err(|e| e.to_string())?;
                 Ok(Box::new(move |sql: &str| {
                     conn.batch_execute(sql).map_err(|e| e.to_string())
                 }))

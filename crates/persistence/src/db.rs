@@ -114,6 +114,49 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// The URL handed to libpq: `url` itself, except that a URL naming only loopback hosts
+/// and no `sslmode` (nor `host`/`hostaddr` parameters, nor `PGSSLMODE` in the
+/// environment) gets `sslmode=disable`.
+///
+/// libpq's default (`prefer`) encrypts whenever the server offers TLS, without checking
+/// its certificate: on loopback that protects nothing (no other machine sees the
+/// traffic) and costs both processes a fifth of their CPU per statement. Any other host,
+/// or an explicit `sslmode`, is left to libpq.
+pub fn libpq_url(url: &str) -> std::borrow::Cow<'_, str> {
+    loopback_plaintext(url, std::env::var_os("PGSSLMODE").is_some())
+}
+
+fn loopback_plaintext(url: &str, sslmode_in_env: bool) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some((_, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    let loopback = |host: &str| {
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.split(':').next().unwrap_or(""),
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let overridden = query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        matches!(name, "sslmode" | "host" | "hostaddr")
+    });
+    if hosts.is_empty() || !hosts.split(',').all(loopback) || overridden || sslmode_in_env {
+        return Cow::Borrowed(url);
+    }
+    let separator = if url.contains('?') { "&" } else { "?" };
+    Cow::Owned(format!("{url}{separator}sslmode=disable"))
+}
+
 /// SQLite settings applied to every connection: WAL for concurrent readers, a full sync
 /// at every commit (a 201 is only sent for what survives a power cut; the writer
 /// connection syncs its commits itself instead, see `durable.rs`), foreign keys,
@@ -143,7 +186,7 @@ impl ConnectionManager {
                     .map_err(|e| StorageError::Connect(e.to_string()))?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+            DatabaseUrl::Postgres(url) => PgConnection::establish(&libpq_url(url))
                 .map(DbConnection::Postgres)
                 .map_err(|e| StorageError::Connect(e.to_string())),
         }
@@ -243,4 +286,47 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Sto
 
 fn versions(list: Vec<MigrationVersion<'_>>) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_plaintext;
+
+    #[test]
+    fn loopback_urls_without_sslmode_connect_in_plaintext() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://kw:secret@localhost/keyward",
+            "postgresql://[::1]:5433/db",
+            "postgres://127.0.0.2,localhost:5433/db",
+            "postgres://u@127.0.0.1/db?connect_timeout=5",
+        ] {
+            let expected = if url.contains('?') {
+                format!("{url}&sslmode=disable")
+            } else {
+                format!("{url}?sslmode=disable")
+            };
+            assert_eq!(loopback_plaintext(url, false), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn other_urls_are_left_to_libpq() {
+        for url in [
+            "postgres://db.internal/keyward",
+            "postgres://10.0.0.5:5432/keyward",
+            "postgres://127.0.0.1,db.internal/keyward",
+            "postgres://127.0.0.1/db?sslmode=require",
+            "postgres://127.0.0.1/db?host=db.internal",
+            "postgres://127.0.0.1/db?hostaddr=10.0.0.5",
+            "postgres:///keyward",
+            "postgres://u@/keyward?host=/var/run/postgresql",
+        ] {
+            assert_eq!(loopback_plaintext(url, false), url, "{url}");
+        }
+        assert_eq!(
+            loopback_plaintext("postgres://127.0.0.1/db", true),
+            "postgres://127.0.0.1/db"
+        );
+    }
 }
