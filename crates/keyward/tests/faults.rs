@@ -23,17 +23,21 @@ struct Text {
     value: String,
 }
 
+/// The rows and counters that must agree after a crash.
 #[derive(QueryableByName)]
-struct Count {
+struct Tally {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut keyward_persistence::DbConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql)
-        .get_result::<Count>(conn)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .n
+    keys: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    registered: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    revoked: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    revocations: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    active: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    counter: i64,
 }
 
 /// Acknowledged work of the load.
@@ -101,31 +105,24 @@ fn check_consistency(db: &str) {
         );
     }
     // Every stored key came with its audit line, and every counter matches its rows:
-    // no write was half done.
-    let keys = count(&mut conn, "SELECT COUNT(*) AS n FROM webhook_keys");
-    let registered = count(
-        &mut conn,
-        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'REGISTER' AND outcome = 'OK'",
-    );
-    assert_eq!(keys, registered);
-    let revoked = count(
-        &mut conn,
-        "SELECT COUNT(*) AS n FROM webhook_keys WHERE status = 'REVOKED'",
-    );
-    let revocations = count(
-        &mut conn,
-        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'REVOKE' AND outcome = 'OK'",
-    );
-    assert_eq!(revoked, revocations);
-    let active = count(
-        &mut conn,
-        "SELECT COUNT(*) AS n FROM webhook_keys WHERE status = 'ACTIVE'",
-    );
-    let counter = count(
-        &mut conn,
-        "SELECT active_keys AS n FROM enterprises WHERE id = 'acme'",
-    );
-    assert_eq!(active, counter);
+    // no write was half done. One statement, so one snapshot: a transaction the killed
+    // server sent before it died may still commit while this runs.
+    let tally = diesel::sql_query(
+        "SELECT \
+           (SELECT COUNT(*) FROM webhook_keys) AS keys, \
+           (SELECT COUNT(*) FROM audit_events WHERE action = 'REGISTER' AND outcome = 'OK') \
+             AS registered, \
+           (SELECT COUNT(*) FROM webhook_keys WHERE status = 'REVOKED') AS revoked, \
+           (SELECT COUNT(*) FROM audit_events WHERE action = 'REVOKE' AND outcome = 'OK') \
+             AS revocations, \
+           (SELECT COUNT(*) FROM webhook_keys WHERE status = 'ACTIVE') AS active, \
+           (SELECT active_keys FROM enterprises WHERE id = 'acme') AS counter",
+    )
+    .get_result::<Tally>(&mut conn)
+    .expect("tally");
+    assert_eq!(tally.keys, tally.registered);
+    assert_eq!(tally.revoked, tally.revocations);
+    assert_eq!(tally.active, tally.counter);
 }
 
 fn crash_rounds(db: &str) {
