@@ -123,19 +123,21 @@ impl<'a, W: Write + 'a> MakeWriter<'a> for Writer<W> {
 static STDERR: OnceLock<Arc<Sink<io::Stderr>>> = OnceLock::new();
 
 /// The process's stderr sink, started on first use. Panic messages flush it first, so
-/// they follow the lines logged before them.
-pub fn stderr() -> Writer<io::Stderr> {
+/// they follow the lines logged before them. Fails only if its thread cannot start.
+pub fn stderr() -> io::Result<Writer<io::Stderr>> {
+    if let Some(sink) = STDERR.get() {
+        return Ok(Writer(sink.clone()));
+    }
+    let started = Sink::spawn(io::stderr())?;
     let sink = STDERR.get_or_init(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             flush();
             previous(info);
         }));
-        // Without a thread of its own, a full buffer is still written by its writers
-        // and the rest at exit.
-        Sink::spawn(io::stderr()).unwrap_or_else(|_| Arc::new(Sink::new(io::stderr())))
+        started
     });
-    Writer(sink.clone())
+    Ok(Writer(sink.clone()))
 }
 
 /// Writes out what the stderr sink holds, if it was started.

@@ -23,7 +23,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::logs::stderr());
+        .with_writer(
+            crate::logs::stderr().map_err(|e| format!("cannot start the log writer: {e}"))?,
+        );
     match settings.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs
