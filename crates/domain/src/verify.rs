@@ -7,11 +7,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Number;
 
 use crate::crypto::VerifyingKey;
 use crate::ids::KeyId;
-use crate::json::parse_strict;
+use crate::json::{parse_strict_object, Member, Members};
 use crate::jwk::Curve;
 use crate::model::Timestamp;
 
@@ -76,10 +76,10 @@ impl Rejection {
 #[derive(Debug)]
 pub struct ParsedToken<'a> {
     pub kid: KeyId,
-    pub alg: String,
+    pub alg: &'static str,
     signing_input: &'a str,
     signature: Vec<u8>,
-    claims: Map<String, Value>,
+    claims: Claims,
 }
 
 /// Algorithms a token may name. Everything else (none, HMAC, RSA, ...) is refused
@@ -94,10 +94,10 @@ fn decode(part: &str, what: &str) -> Result<Vec<u8>, Rejection> {
         .map_err(|_| Rejection::MalformedToken(format!("the {what} is not unpadded base64url")))
 }
 
-fn object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, Rejection> {
-    match parse_strict(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Rejection::MalformedToken(format!(
+fn object<'a>(bytes: &'a [u8], what: &str) -> Result<Members<'a>, Rejection> {
+    match parse_strict_object(bytes) {
+        Ok(Some(members)) => Ok(members),
+        Ok(None) => Err(Rejection::MalformedToken(format!(
             "the {what} is not a JSON object"
         ))),
         Err(err) => Err(Rejection::MalformedToken(format!("the {what}: {err}"))),
@@ -118,10 +118,11 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, Rejection> {
     }
     let (signing_input, signature) = token.rsplit_once('.').unwrap_or_default();
     let (header_b64, payload_b64) = signing_input.split_once('.').unwrap_or_default();
-    let header = object(&decode(header_b64, "header")?, "header")?;
+    let header_json = decode(header_b64, "header")?;
+    let header = object(&header_json, "header")?;
 
     let alg = match header.get("alg") {
-        Some(Value::String(alg)) => alg.clone(),
+        Some(Member::String(alg)) => alg,
         Some(_) => {
             return Err(Rejection::MalformedToken(
                 "the header's 'alg' must be a string".into(),
@@ -129,37 +130,34 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, Rejection> {
         }
         None => return Err(Rejection::MalformedToken("the header has no 'alg'".into())),
     };
-    if !ALLOWED_ALGS.contains(&alg.as_str()) {
+    let Some(alg) = ALLOWED_ALGS.into_iter().find(|allowed| allowed == alg) else {
         return Err(Rejection::AlgorithmNotAllowed(format!(
             "'{}' is not accepted; use EdDSA, ES256, ES384 or ES256K with the matching registered key",
             alg.escape_debug()
         )));
-    }
-    if let Some(member) = KEY_BEARING_HEADERS
-        .into_iter()
-        .find(|m| header.contains_key(*m))
-    {
+    };
+    if let Some(member) = KEY_BEARING_HEADERS.into_iter().find(|m| header.contains(m)) {
         return Err(Rejection::MalformedToken(format!(
             "the header carries '{member}'; keyward verifies only with registered keys, so remove it"
         )));
     }
-    if header.contains_key("crit") {
+    if header.contains("crit") {
         return Err(Rejection::MalformedToken(
             "the header has 'crit'; no extensions are supported".into(),
         ));
     }
-    if header.contains_key("b64") {
+    if header.contains("b64") {
         return Err(Rejection::MalformedToken(
             "the header has 'b64'; unencoded payloads are not supported".into(),
         ));
     }
-    if header.contains_key("enc") || header.contains_key("zip") {
+    if header.contains("enc") || header.contains("zip") {
         return Err(Rejection::MalformedToken(
             "encrypted or compressed tokens are not accepted".into(),
         ));
     }
     let kid = match header.get("kid") {
-        Some(Value::String(kid)) => KeyId::parse(kid).map_err(|_| Rejection::UnknownKey)?,
+        Some(Member::String(kid)) => KeyId::parse(kid).map_err(|_| Rejection::UnknownKey)?,
         Some(_) => {
             return Err(Rejection::MalformedToken(
                 "the header's 'kid' must be a string".into(),
@@ -171,7 +169,7 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, Rejection> {
             ))
         }
     };
-    let claims = object(&decode(payload_b64, "payload")?, "payload")?;
+    let claims = Claims::of(&object(&decode(payload_b64, "payload")?, "payload")?);
     let signature = decode(signature, "signature")?;
     if signature.is_empty() {
         return Err(Rejection::MalformedToken("the signature is empty".into()));
@@ -185,6 +183,46 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, Rejection> {
     })
 }
 
+/// A claim as read from the payload, judged only once the signature is good.
+#[derive(Debug)]
+enum Claim<T> {
+    /// Absent or null.
+    Missing,
+    Present(T),
+    WrongType,
+}
+
+/// The claims keyward reads; the payload's other members are checked as JSON only.
+#[derive(Debug)]
+struct Claims {
+    evaluation_id: Claim<String>,
+    status_code: Claim<Number>,
+    iat: Claim<Number>,
+    exp: Claim<Number>,
+    nbf: Claim<Number>,
+}
+
+impl Claims {
+    fn of(payload: &Members<'_>) -> Self {
+        let number = |name| match payload.get(name) {
+            None | Some(Member::Null) => Claim::Missing,
+            Some(Member::Number(n)) => Claim::Present(n.clone()),
+            Some(_) => Claim::WrongType,
+        };
+        Self {
+            evaluation_id: match payload.get("evaluationId") {
+                None | Some(Member::Null) => Claim::Missing,
+                Some(Member::String(id)) => Claim::Present(id.to_string()),
+                Some(_) => Claim::WrongType,
+            },
+            status_code: number("statusCode"),
+            iat: number("iat"),
+            exp: number("exp"),
+            nbf: number("nbf"),
+        }
+    }
+}
+
 /// The claims that matter once the signature is good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -196,7 +234,7 @@ pub struct Answer {
 impl ParsedToken<'_> {
     /// Checks the algorithm fits the key's curve, then the signature.
     pub fn verify_signature(&self, curve: Curve, key: &VerifyingKey) -> Result<(), Rejection> {
-        if !curve.jws_algs().contains(&self.alg.as_str()) {
+        if !curve.jws_algs().contains(&self.alg) {
             return Err(Rejection::AlgorithmNotAllowed(format!(
                 "the key '{}' is a {} key, which signs with {}, not {}",
                 self.kid,
@@ -219,20 +257,20 @@ impl ParsedToken<'_> {
         now: Timestamp,
         skew_seconds: i64,
     ) -> Result<Answer, Rejection> {
-        match self.claims.get("evaluationId") {
-            None | Some(Value::Null) => return Err(Rejection::MissingClaim("evaluationId")),
-            Some(Value::String(id)) if id == evaluation_id => {}
-            Some(Value::String(_)) => return Err(Rejection::EvaluationIdMismatch),
-            Some(_) => return Err(Rejection::InvalidClaim("evaluationId")),
+        match &self.claims.evaluation_id {
+            Claim::Missing => return Err(Rejection::MissingClaim("evaluationId")),
+            Claim::Present(id) if id == evaluation_id => {}
+            Claim::Present(_) => return Err(Rejection::EvaluationIdMismatch),
+            Claim::WrongType => return Err(Rejection::InvalidClaim("evaluationId")),
         }
-        let status_code = match self.claims.get("statusCode") {
-            None | Some(Value::Null) => return Err(Rejection::MissingClaim("statusCode")),
-            Some(Value::Number(n)) => n.as_i64().ok_or(Rejection::InvalidClaim("statusCode"))?,
-            Some(_) => return Err(Rejection::InvalidClaim("statusCode")),
+        let status_code = match &self.claims.status_code {
+            Claim::Missing => return Err(Rejection::MissingClaim("statusCode")),
+            Claim::Present(n) => n.as_i64().ok_or(Rejection::InvalidClaim("statusCode"))?,
+            Claim::WrongType => return Err(Rejection::InvalidClaim("statusCode")),
         };
-        let iat = numeric_date(&self.claims, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
-        let exp = numeric_date(&self.claims, "exp")?;
-        let nbf = numeric_date(&self.claims, "nbf")?;
+        let iat = numeric_date(&self.claims.iat, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
+        let exp = numeric_date(&self.claims.exp, "exp")?;
+        let nbf = numeric_date(&self.claims.nbf, "nbf")?;
         let earliest = now.plus_seconds(-skew_seconds);
         let latest = now.plus_seconds(skew_seconds);
         if iat > latest {
@@ -266,20 +304,17 @@ impl ParsedToken<'_> {
 }
 
 /// A NumericDate claim (seconds since the epoch, integer or not), if present.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<Timestamp>, Rejection> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
+fn numeric_date(claim: &Claim<Number>, name: &'static str) -> Result<Option<Timestamp>, Rejection> {
+    match claim {
+        Claim::Missing => Ok(None),
+        Claim::Present(n) => {
             let seconds = n
                 .as_f64()
                 .filter(|s| s.is_finite() && s.abs() < 1e13)
                 .ok_or(Rejection::InvalidClaim(name))?;
             Ok(Some(Timestamp::from_millis((seconds * 1000.0) as i64)))
         }
-        Some(_) => Err(Rejection::InvalidClaim(name)),
+        Claim::WrongType => Err(Rejection::InvalidClaim(name)),
     }
 }
 
@@ -296,15 +331,16 @@ impl VerifyRequest {
     /// Parses the raw body `{"token": "...", "evaluationId": "..."}` strictly.
     pub fn from_body(body: &[u8]) -> Result<Self, crate::DomainError> {
         use crate::DomainError::InvalidRequest;
-        let value = parse_strict(body).map_err(|err| InvalidRequest(err.to_string()))?;
-        let Value::Object(body) = value else {
+        let Some(body) =
+            parse_strict_object(body).map_err(|err| InvalidRequest(err.to_string()))?
+        else {
             return Err(InvalidRequest(
                 "the body must be a JSON object with 'token' and 'evaluationId'".into(),
             ));
         };
         if let Some(unknown) = body
-            .keys()
-            .find(|k| !matches!(k.as_str(), "token" | "evaluationId"))
+            .names()
+            .find(|name| !matches!(*name, "token" | "evaluationId"))
         {
             return Err(InvalidRequest(format!(
                 "unknown member '{}'; the body holds only token and evaluationId",
@@ -312,7 +348,7 @@ impl VerifyRequest {
             )));
         }
         let token = match body.get("token") {
-            Some(Value::String(token)) => token.clone(),
+            Some(Member::String(token)) => token.to_string(),
             Some(_) => {
                 return Err(InvalidRequest(
                     "'token' must be a string: the compact JWS".into(),
@@ -325,7 +361,7 @@ impl VerifyRequest {
             }
         };
         let evaluation_id = match body.get("evaluationId") {
-            Some(Value::String(id)) => id.clone(),
+            Some(Member::String(id)) => id.to_string(),
             Some(_) => return Err(InvalidRequest("'evaluationId' must be a string".into())),
             None => {
                 return Err(InvalidRequest(

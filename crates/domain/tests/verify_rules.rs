@@ -509,6 +509,39 @@ fn duplicate_members_and_non_object_claims_are_refused() {
         world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, &dup_claims), "e"),
         Err("MALFORMED_TOKEN".into())
     );
+    // Members keyward does not read are still checked, at any depth.
+    assert_eq!(
+        world.verify(
+            &sign(r#"{"alg":"EdDSA","kid":"k1","x":[{"a":1,"a":2}]}"#, &ok_claims),
+            "e"
+        ),
+        Err("MALFORMED_TOKEN".into())
+    );
+    let nested_dup = format!(
+        r#"{{"evaluationId":"e","statusCode":200,"iat":{NOW},"ctx":{{"a":{{"b":1,"b":1}}}}}}"#
+    );
+    assert_eq!(
+        world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, &nested_dup), "e"),
+        Err("MALFORMED_TOKEN".into())
+    );
+    // An escaped name or value means what it spells, repeated or not.
+    assert_eq!(
+        world.verify(
+            &sign(r#"{"alg":"EdDSA","kid":"k1","k\u0069d":"k1"}"#, &ok_claims),
+            "e"
+        ),
+        Err("MALFORMED_TOKEN".into())
+    );
+    let escaped = format!(
+        r#"{{"\u0065valuationId":"\u0066","statusCode":200,"iat":{NOW},"ctx":{{"a":[1]}}}}"#
+    );
+    assert_eq!(
+        world.verify(
+            &sign(r#"{"alg":"Ed\u0044SA","kid":"k\u0031"}"#, &escaped),
+            "f"
+        ),
+        Ok(("k1".into(), 200))
+    );
     for payload in ["[1,2]", "\"claims\"", "42", "null", "{"] {
         assert_eq!(
             world.verify(&sign(r#"{"alg":"EdDSA","kid":"k1"}"#, payload), "e"),
