@@ -512,7 +512,10 @@ fn duplicate_members_and_non_object_claims_are_refused() {
     // Members keyward does not read are still checked, at any depth.
     assert_eq!(
         world.verify(
-            &sign(r#"{"alg":"EdDSA","kid":"k1","x":[{"a":1,"a":2}]}"#, &ok_claims),
+            &sign(
+                r#"{"alg":"EdDSA","kid":"k1","x":[{"a":1,"a":2}]}"#,
+                &ok_claims
+            ),
             "e"
         ),
         Err("MALFORMED_TOKEN".into())

@@ -512,12 +512,15 @@ impl KeyStore for Repository {
         let mut conn = self.conn()?;
         // One statement (one round trip), so the epoch comes from the same snapshot as
         // the grant: a change committed later bumps the epoch past it.
-        let row: Option<GrantRow> = diesel::sql_query(TOKEN_GRANT)
-            .bind::<diesel::sql_types::Text, _>(token_id)
-            .bind::<diesel::sql_types::Text, _>(enterprise.map_or("", EnterpriseId::as_str))
-            .get_result(&mut *conn)
-            .optional()
-            .map_err(store_error)?;
+        // Prepared once per connection: every grant the cache misses comes here.
+        let binds = [
+            Bind::Text(token_id),
+            Bind::Text(enterprise.map_or("", EnterpriseId::as_str)),
+        ];
+        let row: Option<GrantRow> = on_backend!(&mut *conn, |c| Prepared::new(TOKEN_GRANT, &binds)
+            .get_result(c)
+            .optional())
+        .map_err(store_error)?;
         Ok(row.map(|row| TokenGrant {
             hash: row.token_hash,
             expires_at: row.expires_at.map(Timestamp::from_millis),
