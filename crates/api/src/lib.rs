@@ -96,6 +96,11 @@ pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint<Output = po
     let api = api_service();
     let spec = Arc::new(openapi_json());
     let docs = api.swagger_ui();
+    let shared = Arc::new(middleware::Shared {
+        state,
+        body_limit: BodyLimit(settings.max_body_bytes),
+        limits: limits::Limits::new(&settings),
+    });
     Route::new()
         .nest_no_strip(BASE_PATH, api)
         .nest("/docs", docs)
@@ -112,8 +117,5 @@ pub fn app(state: AppState, settings: HttpSettings) -> impl Endpoint<Output = po
         .at("/readyz", get(ops::readyz))
         .at("/metrics", get(ops::metrics))
         .with(CatchPanic::new().with_handler(|_| ApiError::internal()))
-        .around(middleware::envelope)
-        .data(state)
-        .data(BodyLimit(settings.max_body_bytes))
-        .data(limits::Limits::new(&settings))
+        .around(move |ep, req| middleware::envelope(ep, req, shared.clone()))
 }

@@ -14,8 +14,10 @@ use poem::http::header::{
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use crate::body::BodyLimit;
 use crate::error::{framework_error, ApiError};
-use crate::state::RequestId;
+use crate::limits::Limits;
+use crate::state::{AppState, RequestId};
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -66,7 +68,13 @@ async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
     let timeout = req
         .data::<crate::limits::Limits>()
         .map_or(std::time::Duration::from_secs(10), |l| l.body_read_timeout);
-    let read = tokio::time::timeout(timeout, req.take_body().into_bytes_limit(read_up_to)).await;
+    // Boxed: reading a body is a large future, and every request's envelope would
+    // otherwise carry (and move) room for it.
+    let read = Box::pin(tokio::time::timeout(
+        timeout,
+        req.take_body().into_bytes_limit(read_up_to),
+    ))
+    .await;
     match read {
         Err(_) => return Err(crate::error::request_timeout()),
         Ok(Ok(bytes)) => req.set_body(bytes),
@@ -78,17 +86,35 @@ async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+/// What every request carries to its handler, attached by [`envelope`] itself: a layer
+/// per value would add its inner future to the endpoint stack's own, which is built
+/// and moved in memory for every request (each such layer made it about 1 KB larger).
+pub struct Shared {
+    pub state: AppState,
+    pub body_limit: BodyLimit,
+    pub limits: Limits,
+}
+
+pub async fn envelope<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    shared: Arc<Shared>,
+) -> poem::Result<Response> {
     let started = Instant::now();
+    req.set_data(shared.state.clone());
+    req.set_data(shared.body_limit);
+    req.set_data(shared.limits.clone());
     let request_id = request_id_of(&req);
     req.set_data(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // Probes are never refused for load: an orchestrator must see the truth.
     let operational = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    let limits = req.data::<crate::limits::Limits>().cloned();
-    let _permit = match &limits {
-        Some(limits) if !operational => match limits.in_flight.clone().try_acquire_owned() {
+    let limits = &shared.limits;
+    let _permit = if operational {
+        None
+    } else {
+        match limits.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
                 let mut resp = busy(limits.max_in_flight).into_response();
@@ -96,8 +122,7 @@ pub async fn envelope<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result
                     .insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 return Ok(finish(resp, &request_id, &method, &path, started));
             }
-        },
-        _ => None,
+        }
     };
     let resp = match buffer_body(&mut req).await {
         Err(refused) => {

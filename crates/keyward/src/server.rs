@@ -62,7 +62,9 @@ pub async fn serve<E>(
                 let remote = RemoteAddr(addr_of(peer));
                 let request =
                     poem::Request::from((req, local, remote, poem::http::uri::Scheme::HTTP));
-                let response = endpoint.get_response(request).await;
+                // Boxed: the endpoint stack's future is kilobytes, and hyper moves the
+                // future it is given into its own state for every request.
+                let response = Box::pin(endpoint.get_response(request)).await;
                 Ok::<_, Infallible>(hyper::Response::<BoxBody<Bytes, std::io::Error>>::from(
                     response,
                 ))
