@@ -50,8 +50,8 @@ fn is_json(resp: &Response) -> bool {
 /// next request. A body declared larger than the limit is left to the handler, which
 /// answers 413; a chunked body that turns out larger is answered 413 here, and the
 /// connection is then closed. A body that arrives too slowly is answered 408.
-async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
-    let limit = req.data::<crate::BodyLimit>().map_or(65_536, |l| l.0);
+async fn buffer_body(req: &mut Request, shared: &Shared) -> Result<(), ApiError> {
+    let limit = shared.body_limit.0;
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
@@ -65,9 +65,7 @@ async fn buffer_body(req: &mut Request) -> Result<(), ApiError> {
         None if chunked => limit,
         None => return Ok(()),
     };
-    let timeout = req
-        .data::<crate::limits::Limits>()
-        .map_or(std::time::Duration::from_secs(10), |l| l.body_read_timeout);
+    let timeout = shared.limits.body_read_timeout;
     // Boxed: reading a body is a large future, and every request's envelope would
     // otherwise carry (and move) room for it.
     let read = Box::pin(tokio::time::timeout(
@@ -124,7 +122,7 @@ pub async fn envelope<E: Endpoint>(
             }
         }
     };
-    let resp = match buffer_body(&mut req).await {
+    let resp = match buffer_body(&mut req, &shared).await {
         Err(refused) => {
             // The rest of the body is unread: the connection cannot be reused.
             let mut resp = refused.into_response();
