@@ -496,6 +496,12 @@ mod tests {
             );
             assert!(parse_strict_object(doc.as_bytes()).is_err(), "{doc}");
         }
+        // Nesting inside a member is bounded as in the tree parser.
+        let deep = format!(r#"{{"a":{}}}"#, "[".repeat(10_000));
+        assert!(matches!(
+            parse_strict_object(deep.as_bytes()),
+            Err(StrictJsonError::Syntax(_))
+        ));
         for doc in ["[1]", "\"text\"", "42", "null", "true"] {
             assert!(
                 matches!(parse_strict_object(doc.as_bytes()), Ok(None)),

@@ -204,21 +204,30 @@ struct Claims {
 
 impl Claims {
     fn of(payload: &Members<'_>) -> Self {
-        let number = |name| match payload.get(name) {
-            None | Some(Member::Null) => Claim::Missing,
-            Some(Member::Number(n)) => Claim::Present(n.clone()),
-            Some(_) => Claim::WrongType,
+        /// The member `name`, kept by `take` when it has the right type.
+        fn claim<T>(
+            payload: &Members<'_>,
+            name: &str,
+            take: impl Fn(&Member<'_>) -> Option<T>,
+        ) -> Claim<T> {
+            match payload.get(name) {
+                None | Some(Member::Null) => Claim::Missing,
+                Some(member) => take(member).map_or(Claim::WrongType, Claim::Present),
+            }
+        }
+        let number = |member: &Member<'_>| match member {
+            Member::Number(n) => Some(n.clone()),
+            _ => None,
         };
         Self {
-            evaluation_id: match payload.get("evaluationId") {
-                None | Some(Member::Null) => Claim::Missing,
-                Some(Member::String(id)) => Claim::Present(id.to_string()),
-                Some(_) => Claim::WrongType,
-            },
-            status_code: number("statusCode"),
-            iat: number("iat"),
-            exp: number("exp"),
-            nbf: number("nbf"),
+            evaluation_id: claim(payload, "evaluationId", |member| match member {
+                Member::String(id) => Some(id.to_string()),
+                _ => None,
+            }),
+            status_code: claim(payload, "statusCode", number),
+            iat: claim(payload, "iat", number),
+            exp: claim(payload, "exp", number),
+            nbf: claim(payload, "nbf", number),
         }
     }
 }

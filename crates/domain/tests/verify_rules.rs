@@ -664,6 +664,11 @@ fn oversized_and_misshapen_tokens_are_cheap_refusals() {
         "a.b".to_owned(),
         "!!.??.##".to_owned(),
         format!("{}.e30.AAAA", b64(&vec![b'['; 4000])),
+        format!(
+            "{}.{}.AAAA",
+            b64(br#"{"alg":"EdDSA","kid":"k1"}"#),
+            b64(format!(r#"{{"evaluationId":"e","x":{}}}"#, "[".repeat(3000)).as_bytes())
+        ),
         String::new(),
     ] {
         assert_eq!(
