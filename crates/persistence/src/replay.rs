@@ -297,10 +297,7 @@ impl Writer {
         match &mut *conn {
             DbConnection::Postgres(pg) => {
                 let outcomes =
-                    postgres_commit(pg, records, &order).map_err(crate::repo::store_error)?;
-                if let Err(err) = postgres_stamp(pg, records, &outcomes, due) {
-                    tracing::warn!(error = %err, "could not stamp the keys' last verification");
-                }
+                    postgres_commit(pg, records, &order, due).map_err(crate::repo::store_error)?;
                 Ok((outcomes, Durable::already()))
             }
             DbConnection::Sqlite(_) => sqlite_commit(&self.gate, &mut conn, records, order, due),
@@ -436,56 +433,17 @@ fn sqlite_batch(
     Ok(())
 }
 
-/// PostgreSQL: the batch's due stamps in one statement after its commit. `SKIP LOCKED`
-/// never waits on a key row that another process's batch holds shared, so stamping
-/// cannot deadlock with recording; a skipped key is stamped by a later verification.
-const POSTGRES_STAMP: &str = "\
-WITH due (enterprise_id, key_id, at) AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-), locked AS (
-    SELECT k.seq, d.at FROM webhook_keys k
-    JOIN due d ON d.enterprise_id = k.enterprise_id AND d.key_id = k.key_id
-    WHERE k.last_verified_at IS NULL OR k.last_verified_at < d.at - $4
-    ORDER BY k.seq
-    FOR UPDATE OF k SKIP LOCKED
-)
-UPDATE webhook_keys k SET last_verified_at = locked.at FROM locked WHERE k.seq = locked.seq";
-
-fn postgres_stamp(
-    conn: &mut diesel::PgConnection,
-    records: &[&Record],
-    outcomes: &[RecordOutcome],
-    due: &BTreeMap<(String, String), i64>,
-) -> Result<(), diesel::result::Error> {
-    let mut stamps = BTreeMap::new();
-    for (r, outcome) in records.iter().zip(outcomes) {
-        let key = (r.enterprise.clone(), r.key_id.clone());
-        if *outcome == RecordOutcome::Recorded {
-            if let Some(&at) = due.get(&key) {
-                stamps.insert(key, at);
-            }
-        }
-    }
-    if stamps.is_empty() {
-        return Ok(());
-    }
-    let (keys, ats): (Vec<_>, Vec<i64>) = stamps.into_iter().unzip();
-    let (enterprises, key_ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-    let binds = [
-        Bind::Texts(&enterprises),
-        Bind::Texts(&key_ids),
-        Bind::BigInts(&ats),
-        Bind::BigInt(LAST_VERIFIED_RESOLUTION_MS),
-    ];
-    Prepared::new(POSTGRES_STAMP, &binds).execute(conn)?;
-    Ok(())
-}
-
 /// PostgreSQL: the whole batch in one statement, so one round trip and one commit.
 /// The statement takes a shared lock on each active key row of the batch (so a
 /// concurrent revocation waits for this commit, and one that committed first makes its
 /// key's records fail), then inserts the records of active keys in (enterprise,
-/// evaluationId) order, skipping evaluationIds that already have one.
+/// evaluationId) order, skipping evaluationIds that already have one. Last, in the same
+/// commit, it stamps the keys due a stamp (`$6`..`$8`) that recorded something.
+/// `SKIP LOCKED` leaves a key row alone while another process's batch holds it too
+/// (its shared lock would make the update wait, and that batch may be waiting for this
+/// one), so stamping never waits and cannot deadlock; a skipped key is stamped by a
+/// later verification. The update then changes only rows the statement has just locked
+/// for it.
 const POSTGRES_BATCH: &str = "\
 WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
@@ -495,13 +453,27 @@ WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
       AND k.status = 'ACTIVE'
     ORDER BY k.enterprise_id, k.key_id
     FOR SHARE OF k
+), recorded AS (
+    INSERT INTO replay_records (enterprise_id, evaluation_id, key_id, verified_at, expires_at)
+    SELECT b.enterprise_id, b.evaluation_id, b.key_id, b.verified_at, b.expires_at
+    FROM batch b JOIN active a ON a.enterprise_id = b.enterprise_id AND a.key_id = b.key_id
+    ORDER BY b.enterprise_id, b.evaluation_id
+    ON CONFLICT (enterprise_id, evaluation_id) DO NOTHING
+    RETURNING enterprise_id, evaluation_id, key_id
+), due (enterprise_id, key_id, at) AS (
+    SELECT * FROM unnest($6::text[], $7::text[], $8::bigint[])
+), stamping AS (
+    SELECT k.seq, d.at FROM webhook_keys k
+    JOIN due d ON d.enterprise_id = k.enterprise_id AND d.key_id = k.key_id
+    WHERE (k.enterprise_id, k.key_id) IN (SELECT enterprise_id, key_id FROM recorded)
+      AND (k.last_verified_at IS NULL OR k.last_verified_at < d.at - $9)
+    ORDER BY k.seq
+    FOR NO KEY UPDATE OF k SKIP LOCKED
+), stamped AS (
+    UPDATE webhook_keys k SET last_verified_at = stamping.at
+    FROM stamping WHERE k.seq = stamping.seq
 )
-INSERT INTO replay_records (enterprise_id, evaluation_id, key_id, verified_at, expires_at)
-SELECT b.enterprise_id, b.evaluation_id, b.key_id, b.verified_at, b.expires_at
-FROM batch b JOIN active a ON a.enterprise_id = b.enterprise_id AND a.key_id = b.key_id
-ORDER BY b.enterprise_id, b.evaluation_id
-ON CONFLICT (enterprise_id, evaluation_id) DO NOTHING
-RETURNING enterprise_id, evaluation_id";
+SELECT enterprise_id, evaluation_id FROM recorded";
 
 #[derive(QueryableByName)]
 struct Inserted {
@@ -515,6 +487,7 @@ fn postgres_commit(
     conn: &mut diesel::PgConnection,
     records: &[&Record],
     order: &[usize],
+    due: &BTreeMap<(String, String), i64>,
 ) -> Result<Vec<RecordOutcome>, diesel::result::Error> {
     let column =
         |f: fn(&Record) -> String| order.iter().map(|&i| f(records[i])).collect::<Vec<_>>();
@@ -525,12 +498,24 @@ fn postgres_commit(
     );
     let ats: Vec<i64> = order.iter().map(|&i| records[i].at).collect();
     let keep_until: Vec<i64> = order.iter().map(|&i| records[i].keep_until).collect();
+    let mut due_enterprises = Vec::with_capacity(due.len());
+    let mut due_key_ids = Vec::with_capacity(due.len());
+    let mut due_at = Vec::with_capacity(due.len());
+    for ((enterprise, key_id), at) in due {
+        due_enterprises.push(enterprise.clone());
+        due_key_ids.push(key_id.clone());
+        due_at.push(*at);
+    }
     let binds = [
         Bind::Texts(&enterprises),
         Bind::Texts(&evaluations),
         Bind::Texts(&key_ids),
         Bind::BigInts(&ats),
         Bind::BigInts(&keep_until),
+        Bind::Texts(&due_enterprises),
+        Bind::Texts(&due_key_ids),
+        Bind::BigInts(&due_at),
+        Bind::BigInt(LAST_VERIFIED_RESOLUTION_MS),
     ];
     let inserted: std::collections::HashSet<(String, String)> =
         Prepared::new(POSTGRES_BATCH, &binds)

@@ -324,6 +324,81 @@ on_both_backends! {
         let page = reopened.list_keys(&acme, None, 100, 0).expect("list");
         assert_eq!(page.total, (threads * each) as u64);
     }
+
+    two_writers_record_shared_keys_once_while_one_is_revoked(db) {
+        // Two repositories (two processes' writers) record the same evaluationIds on
+        // the same keys at once, each stamping every key as it first sees it, while
+        // one key is revoked: nothing fails (no deadlock between recording and
+        // stamping), each evaluationId is recorded once, only the revoked key's are
+        // refused as revoked, and the stamps are the evaluations' times.
+        use keyward_domain::ports::{RecordOutcome, VerificationStore};
+        let (first, second) = (db.repository(), db.repository());
+        let acme = enterprise(&first, "acme");
+        let keys = 150;
+        for k in 0..keys {
+            let key = new_key(&acme, &format!("k{k}"), &format!("T{k}"));
+            assert!(matches!(first.insert_key(&key, 1_000, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        let threads = 8;
+        let start = Arc::new(Barrier::new(threads + 1));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let repo = if t % 2 == 0 { first.clone() } else { second.clone() };
+                let (acme, start) = (acme.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..keys)
+                        .map(|n| {
+                            let at = Timestamp::from_millis(10_000 + n as i64);
+                            let outcome = repo.record_verification(
+                                &acme,
+                                &format!("e{n}"),
+                                &format!("k{n}"),
+                                at,
+                                Timestamp::from_millis(100_000),
+                            );
+                            (n, outcome)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        start.wait();
+        let revoked = KeyId::parse("k7").expect("key id");
+        assert!(matches!(
+            second.revoke_key(&acme, &revoked, Timestamp::from_millis(10_030), &audit()),
+            Ok(RevokeOutcome::Revoked(_))
+        ));
+        let mut recorded = vec![0; keys];
+        for handle in handles {
+            for (n, outcome) in handle.join().expect("recorder") {
+                match outcome {
+                    Ok(RecordOutcome::Recorded) => recorded[n] += 1,
+                    Ok(RecordOutcome::Replayed) => {}
+                    Ok(RecordOutcome::KeyRevoked) => assert_eq!(n, 7, "e{n}: only k7 was revoked"),
+                    Err(err) => panic!("e{n} failed: {err:?}"),
+                }
+            }
+        }
+        for (n, count) in recorded.iter().enumerate() {
+            if n == 7 {
+                assert!(*count <= 1, "e{n} recorded {count} times");
+            } else {
+                assert_eq!(*count, 1, "e{n} recorded {count} times");
+            }
+        }
+        // Key k verified only e{k}. A key whose stamp both writers skipped (each holding
+        // it for the other) has none; the others carry that evaluation's time.
+        let mut stamped = 0;
+        for k in (0..keys).filter(|k| *k != 7) {
+            let key = first.get_key(&acme, &format!("k{k}")).expect("get").expect("key");
+            if let Some(at) = key.last_verified_at {
+                assert_eq!(at.millis(), 10_000 + k as i64, "k{k}'s stamp");
+                stamped += 1;
+            }
+        }
+        assert!(stamped > 0, "no key was stamped");
+    }
 }
 
 #[test]
