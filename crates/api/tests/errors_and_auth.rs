@@ -84,6 +84,19 @@ on_both_backends! {
         assert_eq!(stale.error_code(), "UNAUTHENTICATED", "refused once the bound has passed");
     }
 
+    a_new_membership_is_honoured_once_the_next_epoch_is_seen(db) {
+        // A refusal is reused like a grant: adding the membership must retire it as a
+        // role change would, or the new member stays refused.
+        let h = Harness::with_options(db, Options { grant_cache_millis: 150, ..Options::default() });
+        h.keys.observe_auth_epoch().expect("epoch");
+        let before = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
+        assert_eq!(before.error_code(), "FORBIDDEN");
+        h.admin_service.add_member("globex", "admin@acme.test", "admin").expect("member");
+        h.keys.observe_auth_epoch().expect("epoch");
+        let after = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
+        assert_eq!(after.status, StatusCode::OK, "{:?}", after.body);
+    }
+
     forbidden_comes_before_body_validation_and_hides_enterprises(db) {
         let h = Harness::new(db);
         let bad_body = Some("{not json");

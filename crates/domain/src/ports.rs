@@ -43,9 +43,10 @@ pub trait KeyStore: Send + Sync {
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError>;
 
-    /// The counter that every change taking rights away (token revoked, membership
-    /// changed or removed) increases. A grant read at epoch `e` is still current while
-    /// the store's epoch is at most `e`.
+    /// The counter that every change to a token or a membership increases (token
+    /// revoked, membership added, changed or removed: a grant read before may now be
+    /// too generous, or a refusal too strict). A grant read at epoch `e` is still
+    /// current while the store's epoch is at most `e`.
     fn auth_epoch(&self) -> Result<i64, StoreError> {
         Ok(0)
     }

@@ -38,10 +38,11 @@ pub struct Policy {
 }
 
 /// The bound on reusing a bearer token's grant: a server reuses grants only while it
-/// has observed the store's auth epoch within this time, and every revocation or
-/// membership change bumps that epoch. A revoked token or a lowered role is therefore
-/// refused by every server within this bound; the admin commands that make such
-/// changes return only after it has passed.
+/// has observed the store's auth epoch within this time, and every revocation and
+/// every membership added, changed or removed bumps that epoch. A revoked token or a
+/// lowered role is therefore refused, and a new member accepted, by every server within
+/// this bound; the admin commands that make such changes return only after it has
+/// passed.
 pub const GRANT_CACHE_MILLIS: i64 = 150;
 
 /// How often a serving process observes the store's auth epoch.
@@ -176,11 +177,13 @@ impl ActiveKeys {
     }
 }
 
-/// Grants read from the store, by token id and enterprise. Only grants that exist are
-/// kept; the bearer's secret is checked against the stored hash on every request, and
-/// expiry against the clock. A grant is reused only while the store's auth epoch, as
-/// last observed (recently), is not newer than the grant: any revocation or membership
-/// change bumps that epoch and so retires every grant read before it.
+/// Grants read from the store, by token id and enterprise: the token's own (hash,
+/// expiry, revocation) and its role there, if any. Only tokens that exist are kept; the
+/// bearer's secret is checked against the stored hash on every request, and expiry
+/// against the clock. A grant is reused only while the store's auth epoch, as last
+/// observed (recently), is not newer than the grant: any revocation, and any membership
+/// added, changed or removed, bumps that epoch and so retires every grant read before
+/// it (a refusal included).
 #[derive(Default)]
 struct Grants {
     entries: Mutex<HashMap<(String, String), TokenGrant>>,

@@ -100,7 +100,7 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
 
 /// Waits until every running server has dropped grants it read before this change
 /// (they reuse one for at most `GRANT_CACHE_MILLIS`), so that when the command returns,
-/// a revoked token or a lowered role is refused everywhere.
+/// a revoked token or a lowered role is refused everywhere, and a new member accepted.
 fn wait_for_servers() {
     let millis = u64::try_from(keyward_domain::GRANT_CACHE_MILLIS).unwrap_or(0);
     std::thread::sleep(std::time::Duration::from_millis(millis + 20));

@@ -147,9 +147,9 @@ async fn purge_replay_records(keys: Arc<KeyService>) {
 }
 
 /// Keeps the auth epoch observed, so that grants read from the database can be reused
-/// until a revocation or membership change retires them (see `GRANT_CACHE_MILLIS`).
-/// When the database cannot be read, observations stop and every request reads its
-/// grant again.
+/// until a revocation or a membership added, changed or removed retires them (see
+/// `GRANT_CACHE_MILLIS`). When the database cannot be read, observations stop and every
+/// request reads its grant again.
 async fn observe_auth_epoch(keys: Arc<KeyService>) {
     let mut tick = tokio::time::interval(Duration::from_millis(
         keyward_domain::AUTH_EPOCH_POLL_MILLIS,

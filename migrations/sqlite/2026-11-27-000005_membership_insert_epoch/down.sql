@@ -1,0 +1,1 @@
+DROP TRIGGER memberships_insert_bump_epoch;
