@@ -33,6 +33,10 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
 }
 
+/// A token's grant for one enterprise, and its holder's roles in the enterprises after
+/// it (see [`KeyStore::token_grant_and_following`]).
+pub type GrantWindow = (TokenGrant, Vec<(String, Role)>);
+
 /// Storage for keys. Each write is one transaction that also appends its audit event.
 pub trait KeyStore: Send + Sync {
     /// Looks up a token by id together with its holder's role in `enterprise` (no role
@@ -42,6 +46,22 @@ pub trait KeyStore: Send + Sync {
         token_id: &str,
         enterprise: Option<&EnterpriseId>,
     ) -> Result<Option<TokenGrant>, StoreError>;
+
+    /// [`Self::token_grant`] for `enterprise`, together with the holder's memberships in
+    /// the enterprises that follow it in id order (at most `following`), read at once:
+    /// a token used across many enterprises then needs one read per window of them
+    /// instead of one per enterprise. A store that cannot do so returns none.
+    fn token_grant_and_following(
+        &self,
+        token_id: &str,
+        enterprise: &EnterpriseId,
+        following: u32,
+    ) -> Result<Option<GrantWindow>, StoreError> {
+        let _ = following;
+        Ok(self
+            .token_grant(token_id, Some(enterprise))?
+            .map(|grant| (grant, Vec::new())))
+    }
 
     /// The counter that every change to a token or a membership increases (token
     /// revoked, membership added, changed or removed: a grant read before may now be

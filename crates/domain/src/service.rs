@@ -88,6 +88,9 @@ struct ParsedKey {
 /// Entries kept at most by each cache; past it the cache starts over (a miss costs one
 /// store read and one key parse). Bounds memory whatever the number of keys.
 const CACHE_ENTRIES_MAX: usize = 16_384;
+/// How many of a token's memberships after the enterprise asked about a grant read
+/// brings along (see [`KeyStore::token_grant_and_following`]).
+const GRANT_WINDOW: u32 = 255;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -217,6 +220,24 @@ impl Grants {
         grants.insert((token_id.to_owned(), enterprise.to_owned()), grant);
     }
 
+    /// The token's grants in the enterprises read with another's (see
+    /// [`KeyStore::token_grant_and_following`]), while they fit in three quarters of
+    /// the cache: a window never fills it (which would empty it of what other tokens
+    /// use).
+    fn insert_following(&self, token_id: &str, grant: &TokenGrant, following: Vec<(String, Role)>) {
+        let mut grants = lock(&self.entries);
+        if grants.len() + following.len() > CACHE_ENTRIES_MAX / 4 * 3 {
+            return;
+        }
+        for (enterprise, role) in following {
+            let grant = TokenGrant {
+                role: Some(role),
+                ..grant.clone()
+            };
+            grants.insert((token_id.to_owned(), enterprise), grant);
+        }
+    }
+
     fn observe(&self, epoch: i64, now: Timestamp) {
         *lock(&self.seen) = Some((epoch, now));
         lock(&self.entries).retain(|_, grant| grant.epoch >= epoch);
@@ -297,13 +318,22 @@ impl KeyService {
         // An impossible enterprise id still costs the token lookup, so that a bad token
         // is reported as such before anything is said about the enterprise.
         let enterprise_id = EnterpriseId::parse(enterprise);
-        let grant = self
-            .store
-            .token_grant(id, enterprise_id.as_ref())?
-            .ok_or(DomainError::Unauthenticated)?;
+        let caching = self.policy.grant_cache_millis > 0;
+        let (grant, following) = match &enterprise_id {
+            Some(enterprise) if caching => {
+                self.store
+                    .token_grant_and_following(id, enterprise, GRANT_WINDOW)?
+            }
+            _ => self
+                .store
+                .token_grant(id, enterprise_id.as_ref())?
+                .map(|grant| (grant, Vec::new())),
+        }
+        .ok_or(DomainError::Unauthenticated)?;
         let now = self.clock.now();
-        if self.policy.grant_cache_millis > 0 {
+        if caching {
             self.grants.insert(id, enterprise, grant.clone());
+            self.grants.insert_following(id, &grant, following);
         }
         Self::decide(&grant, bearer, enterprise_id, now)
     }

@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use keyward_domain::ports::{
-    AdminOutcome, AdminStore, InsertOutcome, KeyStore, ReadinessProbe, RecordDone, RecordOutcome,
-    ReplayRecord, RevokeOutcome, VerificationStore,
+    AdminOutcome, AdminStore, GrantWindow, InsertOutcome, KeyStore, ReadinessProbe, RecordDone,
+    RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
@@ -503,6 +503,45 @@ struct GrantRow {
     epoch: i64,
 }
 
+/// A token's grant as [`TOKEN_GRANT`] reads it, for the enterprise asked about and the
+/// holder's memberships in the enterprises after it: one row per membership from `$2`
+/// on, in enterprise order, at most `$3`; one row without a membership when there is
+/// none. The window is read through the (user, enterprise) index, whatever the number
+/// of the holder's memberships.
+const TOKEN_GRANT_WINDOW: &str = "\
+SELECT t.token_hash, t.expires_at, t.revoked_at, u.email, m.enterprise_id, m.role,
+       (SELECT epoch FROM auth_epoch WHERE id = 1) AS epoch
+FROM api_tokens t
+JOIN users u ON t.id = $1 AND u.id = t.user_id
+LEFT JOIN (
+    SELECT enterprise_id, role FROM memberships
+    WHERE user_id = (SELECT user_id FROM api_tokens WHERE id = $1) AND enterprise_id >= $2
+    ORDER BY enterprise_id
+    LIMIT $3
+) m ON 1 = 1
+ORDER BY m.enterprise_id";
+
+#[derive(QueryableByName)]
+struct GrantWindowRow {
+    #[diesel(embed)]
+    grant: GrantRow,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    enterprise_id: Option<String>,
+}
+
+impl GrantRow {
+    fn into_grant(self) -> TokenGrant {
+        TokenGrant {
+            hash: self.token_hash,
+            expires_at: self.expires_at.map(Timestamp::from_millis),
+            revoked: self.revoked_at.is_some(),
+            email: self.email,
+            role: self.role.as_deref().and_then(Role::parse),
+            epoch: self.epoch,
+        }
+    }
+}
+
 impl KeyStore for Repository {
     fn token_grant(
         &self,
@@ -521,14 +560,41 @@ impl KeyStore for Repository {
             .get_result(c)
             .optional())
         .map_err(store_error)?;
-        Ok(row.map(|row| TokenGrant {
-            hash: row.token_hash,
-            expires_at: row.expires_at.map(Timestamp::from_millis),
-            revoked: row.revoked_at.is_some(),
-            email: row.email,
-            role: row.role.as_deref().and_then(Role::parse),
-            epoch: row.epoch,
-        }))
+        Ok(row.map(GrantRow::into_grant))
+    }
+
+    fn token_grant_and_following(
+        &self,
+        token_id: &str,
+        enterprise: &EnterpriseId,
+        following: u32,
+    ) -> Result<Option<GrantWindow>, StoreError> {
+        let mut conn = self.conn()?;
+        let binds = [
+            Bind::Text(token_id),
+            Bind::Text(enterprise.as_str()),
+            Bind::BigInt(i64::from(following) + 1),
+        ];
+        let rows: Vec<GrantWindowRow> =
+            on_backend!(&mut *conn, |c| Prepared::new(TOKEN_GRANT_WINDOW, &binds)
+                .load(c))
+            .map_err(store_error)?;
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Ok(None);
+        };
+        let mut grant = first.grant.into_grant();
+        let mut following = Vec::new();
+        if first.enterprise_id.as_deref() != Some(enterprise.as_str()) {
+            // No membership in the enterprise asked about: the window starts after it.
+            if let (Some(id), Some(role)) = (first.enterprise_id, grant.role.take()) {
+                following.push((id, role));
+            }
+        }
+        following.extend(rows.filter_map(|row| {
+            Some((row.enterprise_id?, Role::parse(row.grant.role.as_deref()?)?))
+        }));
+        Ok(Some((grant, following)))
     }
 
     fn auth_epoch(&self) -> Result<i64, StoreError> {

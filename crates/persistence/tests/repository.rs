@@ -290,7 +290,50 @@ on_both_backends! {
         let demoted = repo.auth_epoch().expect("epoch");
         assert!(demoted > grant.epoch, "a role change retires earlier grants");
         assert_eq!(repo.revoke_token("0123456789abcdef", Timestamp::from_millis(3)), Ok(AdminOutcome::Done));
-        assert!(repo.auth_epoch().expect("epoch") > demoted, "a revocation retires earlier grants");
+        let revoked = repo.auth_epoch().expect("epoch");
+        assert!(revoked > demoted, "a revocation retires earlier grants");
+        // A refusal is reused like a grant: a new membership retires it.
+        let globex = enterprise(&repo, "globex");
+        assert_eq!(repo.set_membership(&globex, &email, Role::Admin, Timestamp::from_millis(4)), Ok(AdminOutcome::Done));
+        assert!(repo.auth_epoch().expect("epoch") > revoked, "a new membership retires earlier refusals");
+    }
+
+    grants_are_read_with_the_memberships_that_follow(db) {
+        let repo = db.repository();
+        let ids: Vec<EnterpriseId> = ["e1", "e2", "e3", "e4", "e5"].iter().map(|e| enterprise(&repo, e)).collect();
+        let email = Email::parse("ops@example.test").expect("email");
+        assert_eq!(repo.create_user(Uuid::new_v4(), &email, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        for (e, role) in [(0, Role::Admin), (2, Role::Member), (3, Role::Admin), (4, Role::Admin)] {
+            assert_eq!(repo.set_membership(&ids[e], &email, role, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        }
+        // Another holder's memberships never come along.
+        let other = Email::parse("other@example.test").expect("email");
+        assert_eq!(repo.create_user(Uuid::new_v4(), &other, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.set_membership(&ids[1], &other, Role::Admin, Timestamp::from_millis(1)), Ok(AdminOutcome::Done));
+        assert_eq!(repo.insert_token("00000000000000aa", &email, b"hash", Timestamp::from_millis(1), Some(Timestamp::from_millis(9))), Ok(AdminOutcome::Done));
+        let window = |e: usize, following: u32| {
+            let (grant, after) = repo.token_grant_and_following("00000000000000aa", &ids[e], following).expect("read").expect("token");
+            let single = repo.token_grant("00000000000000aa", Some(&ids[e])).expect("read").expect("token");
+            let fields = |g: &keyward_domain::TokenGrant| (g.role, g.email.clone(), g.expires_at, g.revoked, g.epoch, g.hash.clone());
+            assert_eq!(fields(&grant), fields(&single), "the grant for e{} is the one read alone", e + 1);
+            let after: Vec<(String, Role)> = after;
+            (grant.role, after)
+        };
+        let named = |pairs: &[(&str, Role)]| pairs.iter().map(|(e, r)| (e.to_string(), *r)).collect::<Vec<_>>();
+        assert_eq!(window(0, 2), (Some(Role::Admin), named(&[("e3", Role::Member), ("e4", Role::Admin)])));
+        // Not a member of e2: refused there, and the window starts after it.
+        assert_eq!(window(1, 2), (None, named(&[("e3", Role::Member), ("e4", Role::Admin), ("e5", Role::Admin)])));
+        assert_eq!(window(4, 10), (Some(Role::Admin), vec![]));
+        assert_eq!(window(0, 0), (Some(Role::Admin), vec![]));
+        let (grant, after) = repo.token_grant_and_following("00000000000000aa", &ids[0], 10).expect("read").expect("token");
+        assert_eq!((grant.expires_at, grant.revoked, grant.email.as_str()), (Some(Timestamp::from_millis(9)), false, "ops@example.test"));
+        assert_eq!(after.len(), 3);
+        // No memberships at or after the enterprise asked about, and unknown tokens.
+        assert_eq!(repo.set_membership(&ids[4], &email, Role::Member, Timestamp::from_millis(2)), Ok(AdminOutcome::Done));
+        assert!(repo.token_grant_and_following("ffffffffffffffff", &ids[0], 10).expect("read").is_none());
+        let beyond = EnterpriseId::parse("zz").expect("id");
+        let (grant, after) = repo.token_grant_and_following("00000000000000aa", &beyond, 10).expect("read").expect("token");
+        assert_eq!((grant.role, after), (None, vec![]));
     }
 
     concurrent_writes_are_all_found_by_a_new_repository(db) {
