@@ -2,17 +2,17 @@
 //! enterprises reads its grants a window at a time, and what a window brings along is
 //! decided exactly as a grant read on its own.
 
+#[macro_use]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keyward_domain::auth::{IssuedToken, Role, TokenGrant};
-use keyward_domain::ports::{
-    GrantWindow, InsertOutcome, KeyStore, RecordOutcome, RevokeOutcome, VerificationStore,
-};
+use keyward_domain::ports::{GrantWindow, KeyStore, RecordOutcome, VerificationStore};
 use keyward_domain::{
-    AuditContext, Clock, DomainError, EnterpriseId, KeyId, KeyPage, KeyService, KeyStatus, NewKey,
-    Policy, StoreError, StoredKey, Timestamp,
+    Clock, DomainError, EnterpriseId, KeyService, Policy, StoreError, StoredKey, Timestamp,
 };
 
 struct FixedClock;
@@ -73,35 +73,10 @@ impl KeyStore for Memberships {
             .collect();
         Ok(Some((self.grant(role), after)))
     }
-    fn insert_key(
-        &self,
-        _k: &NewKey,
-        _m: u32,
-        _a: &AuditContext,
-    ) -> Result<InsertOutcome, StoreError> {
-        unimplemented!("not used here")
-    }
-    fn list_keys(
-        &self,
-        _e: &EnterpriseId,
-        _s: Option<KeyStatus>,
-        _l: u32,
-        _o: u64,
-    ) -> Result<KeyPage, StoreError> {
-        unimplemented!("not used here")
-    }
     fn get_key(&self, _e: &EnterpriseId, _k: &str) -> Result<Option<StoredKey>, StoreError> {
         unimplemented!("not used here")
     }
-    fn revoke_key(
-        &self,
-        _e: &EnterpriseId,
-        _k: &KeyId,
-        _t: Timestamp,
-        _a: &AuditContext,
-    ) -> Result<RevokeOutcome, StoreError> {
-        unimplemented!("not used here")
-    }
+    unsupported_key_writes!("not used here");
 }
 
 impl VerificationStore for Memberships {

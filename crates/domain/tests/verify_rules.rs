@@ -1,6 +1,9 @@
 //! Verifying signed webhook responses through the domain's use case: interop with an
 //! independent JOSE library, RFC vectors, and every token line of the security checklist.
 
+#[macro_use]
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,12 +12,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keyward_domain::auth::{IssuedToken, Role, TokenGrant};
 use keyward_domain::crypto::VerifyingKey;
-use keyward_domain::ports::{
-    InsertOutcome, KeyStore, RecordOutcome, RevokeOutcome, VerificationStore,
-};
+use keyward_domain::ports::{KeyStore, RecordOutcome, VerificationStore};
 use keyward_domain::{
-    AuditContext, Clock, EnterpriseAdmin, EnterpriseId, KeyId, KeyPage, KeyService, KeySource,
-    KeyStatus, NewKey, Policy, PublicJwk, StoreError, StoredKey, Timestamp, Verification,
+    Clock, EnterpriseAdmin, EnterpriseId, KeyService, KeySource, KeyStatus, Policy, PublicJwk,
+    StoreError, StoredKey, Timestamp, Verification,
 };
 use serde_json::{json, Value};
 
@@ -51,35 +52,10 @@ impl KeyStore for MemoryStore {
             epoch: 0,
         }))
     }
-    fn insert_key(
-        &self,
-        _k: &NewKey,
-        _m: u32,
-        _a: &AuditContext,
-    ) -> Result<InsertOutcome, StoreError> {
-        unimplemented!("not used by verification")
-    }
-    fn list_keys(
-        &self,
-        _e: &EnterpriseId,
-        _s: Option<KeyStatus>,
-        _l: u32,
-        _o: u64,
-    ) -> Result<KeyPage, StoreError> {
-        unimplemented!("not used by verification")
-    }
     fn get_key(&self, _e: &EnterpriseId, key_id: &str) -> Result<Option<StoredKey>, StoreError> {
         Ok(self.keys.lock().expect("lock").get(key_id).cloned())
     }
-    fn revoke_key(
-        &self,
-        _e: &EnterpriseId,
-        _k: &KeyId,
-        _t: Timestamp,
-        _a: &AuditContext,
-    ) -> Result<RevokeOutcome, StoreError> {
-        unimplemented!("not used by verification")
-    }
+    unsupported_key_writes!("not used by verification");
 }
 
 impl VerificationStore for MemoryStore {
