@@ -50,14 +50,14 @@ pub trait KeyStore: Send + Sync {
     /// [`Self::token_grant`] for `enterprise`, together with the holder's memberships in
     /// the enterprises that follow it in id order (at most `following`), read at once:
     /// a token used across many enterprises then needs one read per window of them
-    /// instead of one per enterprise. A store that cannot do so returns none.
+    /// instead of one per enterprise. By default, the grant alone (no following
+    /// memberships), for stores that cannot read a window.
     fn token_grant_and_following(
         &self,
         token_id: &str,
         enterprise: &EnterpriseId,
-        following: u32,
+        _following: u32,
     ) -> Result<Option<GrantWindow>, StoreError> {
-        let _ = following;
         Ok(self
             .token_grant(token_id, Some(enterprise))?
             .map(|grant| (grant, Vec::new())))
