@@ -97,6 +97,30 @@ on_both_backends! {
         assert_eq!(after.status, StatusCode::OK, "{:?}", after.body);
     }
 
+    a_grant_read_along_with_another_is_decided_as_if_read_alone(db) {
+        // Reading acme's grant brings along the holder's membership in globex (which
+        // follows it): only an admin role there lets the token in.
+        let h = Harness::with_options(db, Options { grant_cache_millis: 150, ..Options::default() });
+        h.admin_service.add_member("globex", "admin@acme.test", "member").expect("member");
+        h.keys.observe_auth_epoch().expect("epoch");
+        let acme = h.call(Method::GET, &keys_path("acme"), Some(&h.admin), None).await;
+        assert_eq!(acme.status, StatusCode::OK);
+        let globex = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
+        assert_eq!(globex.error_code(), "FORBIDDEN", "a member of globex is not its admin");
+        h.admin_service.add_member("globex", "admin@acme.test", "admin").expect("admin");
+        h.keys.observe_auth_epoch().expect("epoch");
+        let acme = h.call(Method::GET, &keys_path("acme"), Some(&h.admin), None).await;
+        assert_eq!(acme.status, StatusCode::OK);
+        let globex = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
+        assert_eq!(globex.status, StatusCode::OK, "promoted to admin of globex");
+        // The bearer's secret is checked on a brought-along grant too.
+        let mut forged = h.admin.clone();
+        let last = forged.pop();
+        forged.push(if last == Some('A') { 'B' } else { 'A' });
+        let reply = h.call(Method::GET, &keys_path("globex"), Some(&forged), None).await;
+        assert_eq!(reply.error_code(), "UNAUTHENTICATED");
+    }
+
     forbidden_comes_before_body_validation_and_hides_enterprises(db) {
         let h = Harness::new(db);
         let bad_body = Some("{not json");
