@@ -218,8 +218,13 @@ impl RawVerifier {
     /// signature decoded beforehand by [`RawInput::of`].
     pub fn verify(&self, input: &RawInput) -> bool {
         match self {
-            Self::Ed25519(key) => ed25519_dalek::Signature::from_slice(&input.signature)
-                .is_ok_and(|sig| key.verify_strict(&input.message, &sig).is_ok()),
+            // The crate's cheapest check (not `verify_strict`, which also decompresses R):
+            // keyward's strict check must keep up with it.
+            Self::Ed25519(key) => {
+                use ed25519_dalek::Verifier as _;
+                ed25519_dalek::Signature::from_slice(&input.signature)
+                    .is_ok_and(|sig| key.verify(&input.message, &sig).is_ok())
+            }
             Self::Ecdsa(key) => key.verify_sig(&input.message, &input.signature).is_ok(),
             Self::Secp256k1(key) => {
                 use k256::ecdsa::signature::Verifier as _;
@@ -255,7 +260,16 @@ pub fn alternatives(
     match key.curve() {
         Curve::Ed25519 => {
             let parsed = lc::ParsedPublicKey::new(&lc::ED25519, &public).expect("a valid key");
-            vec![("aws-lc-rs", rate(&|| parsed.verify_sig(m, sig).is_ok()))]
+            let dalek = ed25519_dalek::VerifyingKey::from_bytes(&public.try_into().expect("32"))
+                .expect("a valid key");
+            let signature = ed25519_dalek::Signature::from_slice(sig).expect("64 bytes");
+            vec![
+                ("aws-lc-rs", rate(&|| parsed.verify_sig(m, sig).is_ok())),
+                (
+                    "ed25519-dalek verify_strict",
+                    rate(&|| dalek.verify_strict(m, &signature).is_ok()),
+                ),
+            ]
         }
         Curve::P256 => {
             let ring = ring::signature::UnparsedPublicKey::new(

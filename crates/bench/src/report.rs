@@ -47,7 +47,7 @@ impl Row {
             p50_us: r.full_p50_us,
             p99_us: r.full_p99_us,
             baseline: format!(
-                "raw {} {:.0}/s (other crates, raw: {}); {jwt}{jose}",
+                "raw {} {:.0}/s (others, raw: {}); {jwt}{jose}",
                 r.curve.name(),
                 r.raw_per_second,
                 others.join(", ")

@@ -285,6 +285,73 @@ fn rfc_vectors_verify_at_the_signature_layer() {
     assert!(!key.verify(input.as_bytes(), &twisted));
 }
 
+/// Ed25519 is verified strictly: a signature the key's holder could pass off as a second
+/// one (S plus the group order), or one whose R is of small order, is refused even where
+/// the plain equation holds.
+#[test]
+fn ed25519_signatures_are_checked_strictly() {
+    use curve25519_dalek::scalar::Scalar;
+    use ed25519_dalek::{Signer as _, Verifier as _};
+    use sha2::{Digest as _, Sha512};
+
+    let (signer, jwk) = ed_key(7);
+    let key =
+        VerifyingKey::from_jwk(&PublicJwk::from_json(jwk.as_object().expect("obj")).expect("jwk"))
+            .expect("key");
+    let message = b"eyJhbGciOiJFZERTQSJ9.eyJldmFsdWF0aW9uSWQiOiJlIn0";
+    let good = signer.sign(message).to_bytes();
+    assert!(key.verify(message, &good));
+
+    // S + L, where L is the group order (little-endian): the same point equation.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut high_s = good;
+    let mut carry = 0u16;
+    for (byte, l) in high_s[32..].iter_mut().zip(L) {
+        let sum = u16::from(*byte) + u16::from(l) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_ne!(high_s, good);
+    assert!(!key.verify(message, &high_s), "S + L");
+
+    // R = the identity, S = k·a: [S]B − [k]A is the identity, so the plain (cofactorless)
+    // equation holds; only the holder of the private key can make such a signature.
+    let with_r = |r: [u8; 32]| {
+        let mut hash = Sha512::new();
+        hash.update(r);
+        hash.update(signer.verifying_key().to_bytes());
+        hash.update(message);
+        let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice((k * signer.to_scalar()).as_bytes());
+        signature
+    };
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let small_r = with_r(identity);
+    assert!(
+        signer
+            .verifying_key()
+            .verify(message, &ed25519_dalek::Signature::from_bytes(&small_r))
+            .is_ok(),
+        "the plain check accepts a small-order R"
+    );
+    assert!(!key.verify(message, &small_r), "small-order R");
+    // The same point spelled with y = p + 1 (not canonical).
+    let mut spelled = [0xff; 32];
+    spelled[0] = 0xee;
+    spelled[31] = 0x7f;
+    assert!(!key.verify(message, &with_r(spelled)), "non-canonical R");
+
+    // Wrong lengths.
+    assert!(!key.verify(message, &good[..63]));
+    assert!(!key.verify(message, &[good.as_slice(), &[0]].concat()));
+}
+
 #[test]
 fn a_valid_token_verifies_once_and_failures_do_not_use_it_up() {
     let (world, key) = ed_world();
