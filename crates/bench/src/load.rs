@@ -228,17 +228,7 @@ impl Connection {
             .map_err(|err| err.to_string())?;
         self.buffer.clear();
         loop {
-            if self.buffer.capacity() == self.buffer.len() {
-                self.buffer.reserve(64 * 1024);
-            }
-            let read = self
-                .stream
-                .read_buf(&mut self.buffer)
-                .await
-                .map_err(|err| err.to_string())?;
-            if read == 0 {
-                return Err("the server closed the connection before answering".into());
-            }
+            self.read_more("before answering").await?;
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
             let head = match response.parse(&self.buffer) {
@@ -267,15 +257,7 @@ impl Connection {
             };
             let end = head + length;
             while self.buffer.len() < end {
-                self.buffer.reserve(end - self.buffer.len());
-                let read = self
-                    .stream
-                    .read_buf(&mut self.buffer)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                if read == 0 {
-                    return Err("the server closed the connection mid-answer".into());
-                }
+                self.read_more("mid-answer").await?;
             }
             if self.buffer.len() > end {
                 return Err("bytes after the answer to a lone request".into());
@@ -285,6 +267,19 @@ impl Connection {
                 body: head..end,
                 close,
             });
+        }
+    }
+
+    /// Reads what has arrived of the answer into the buffer; `when` says where a
+    /// closed connection cut it off.
+    async fn read_more(&mut self, when: &str) -> Result<(), String> {
+        if self.buffer.capacity() == self.buffer.len() {
+            self.buffer.reserve(64 * 1024);
+        }
+        match self.stream.read_buf(&mut self.buffer).await {
+            Ok(0) => Err(format!("the server closed the connection {when}")),
+            Ok(_) => Ok(()),
+            Err(err) => Err(err.to_string()),
         }
     }
 
