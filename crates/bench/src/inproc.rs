@@ -194,7 +194,7 @@ pub struct AbResult {
     pub jsonwebtoken_per_second: Option<f64>,
     /// The median over rounds of keyward's rate / jsonwebtoken's.
     pub versus_jsonwebtoken: Option<f64>,
-    /// Other crates' raw rate on the same token (what the choice was measured against).
+    /// Other raw checks' rates on the same token (what the choice was measured against).
     pub alternatives: Vec<(&'static str, f64)>,
     /// The npm `jose` package's rate on the same token (see `node.rs`), or why there is
     /// none; `None` until measured.

@@ -235,8 +235,9 @@ impl RawVerifier {
     }
 }
 
-/// The other well-kept crates' raw check on the same key and token, measured to justify
-/// the choice per curve: `(crate, verifications per second)`.
+/// The other raw checks of the same key and token, measured to justify the choice per
+/// curve (other well-kept crates, and for Ed25519 also `ed25519-dalek`'s own
+/// `verify_strict`): `(check, verifications per second)`.
 pub fn alternatives(
     key: &SigningKey,
     input: &RawInput,
