@@ -294,6 +294,7 @@ fn ed25519_signatures_are_checked_strictly() {
     use ed25519_dalek::{Signer as _, Verifier as _};
     use sha2::{Digest as _, Sha512};
 
+    // The key `ed_world` registers as k1.
     let (signer, jwk) = ed_key(7);
     let key =
         VerifyingKey::from_jwk(&PublicJwk::from_json(jwk.as_object().expect("obj")).expect("jwk"))
@@ -319,7 +320,7 @@ fn ed25519_signatures_are_checked_strictly() {
 
     // R = the identity, S = k·a: [S]B − [k]A is the identity, so the plain (cofactorless)
     // equation holds; only the holder of the private key can make such a signature.
-    let with_r = |r: [u8; 32]| {
+    let with_r = |message: &[u8], r: [u8; 32]| {
         let mut hash = Sha512::new();
         hash.update(r);
         hash.update(signer.verifying_key().to_bytes());
@@ -332,7 +333,7 @@ fn ed25519_signatures_are_checked_strictly() {
     };
     let mut identity = [0u8; 32];
     identity[0] = 1;
-    let small_r = with_r(identity);
+    let small_r = with_r(message, identity);
     assert!(
         signer
             .verifying_key()
@@ -345,7 +346,18 @@ fn ed25519_signatures_are_checked_strictly() {
     let mut spelled = [0xff; 32];
     spelled[0] = 0xee;
     spelled[31] = 0x7f;
-    assert!(!key.verify(message, &with_r(spelled)), "non-canonical R");
+    assert!(
+        !key.verify(message, &with_r(message, spelled)),
+        "non-canonical R"
+    );
+    // Through the whole check, as a token's signature.
+    let (world, _) = ed_world();
+    let input = signing_input(
+        &json!({"alg": "EdDSA", "kid": "k1"}),
+        &claims("e-small", 200),
+    );
+    let token = format!("{input}.{}", b64(&with_r(input.as_bytes(), identity)));
+    assert_eq!(world.verify(&token, "e-small"), Err("BAD_SIGNATURE".into()));
 
     // Wrong lengths.
     assert!(!key.verify(message, &good[..63]));
