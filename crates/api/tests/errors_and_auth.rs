@@ -11,6 +11,14 @@ fn keys_path(enterprise: &str) -> String {
     format!("{BASE}/{enterprise}/webhooks/keys")
 }
 
+/// `token` with the last character of its secret changed: same token id, wrong secret.
+fn forged(token: &str) -> String {
+    let mut forged = token.to_owned();
+    let last = forged.pop();
+    forged.push(if last == Some('A') { 'B' } else { 'A' });
+    forged
+}
+
 on_both_backends! {
     unauthenticated_comes_first(db) {
         let h = Harness::new(db);
@@ -46,10 +54,7 @@ on_both_backends! {
         let revoked = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
         assert_eq!(revoked.error_code(), "UNAUTHENTICATED");
         // A token with a valid id but another secret is refused.
-        let mut forged = h.admin.clone();
-        let last = forged.pop();
-        forged.push(if last == Some('A') { 'B' } else { 'A' });
-        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged), None).await;
+        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged(&h.admin)), None).await;
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
     }
 
@@ -65,10 +70,7 @@ on_both_backends! {
         let within = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
         assert_eq!(within.status, StatusCode::OK, "reused until the new epoch is seen");
         // The bearer's secret is still checked on every request.
-        let mut forged = issued.token.clone();
-        let last = forged.pop();
-        forged.push(if last == Some('A') { 'B' } else { 'A' });
-        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged), None).await;
+        let reply = h.call(Method::GET, &keys_path("acme"), Some(&forged(&issued.token)), None).await;
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
         h.keys.observe_auth_epoch().expect("epoch");
         let after = h.call(Method::GET, &keys_path("acme"), Some(&issued.token), None).await;
@@ -114,10 +116,7 @@ on_both_backends! {
         let globex = h.call(Method::GET, &keys_path("globex"), Some(&h.admin), None).await;
         assert_eq!(globex.status, StatusCode::OK, "promoted to admin of globex");
         // The bearer's secret is checked on a brought-along grant too.
-        let mut forged = h.admin.clone();
-        let last = forged.pop();
-        forged.push(if last == Some('A') { 'B' } else { 'A' });
-        let reply = h.call(Method::GET, &keys_path("globex"), Some(&forged), None).await;
+        let reply = h.call(Method::GET, &keys_path("globex"), Some(&forged(&h.admin)), None).await;
         assert_eq!(reply.error_code(), "UNAUTHENTICATED");
     }
 
