@@ -94,6 +94,19 @@ impl Outcome {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Adds another run's answers to these, as one run whose time is both runs' time.
+    /// Kept bodies are not merged: their indices name requests of their own run.
+    pub fn merge(&mut self, other: Outcome) {
+        self.completed += other.completed;
+        self.unexpected += other.unexpected;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+        if self.first_unexpected.is_none() {
+            self.first_unexpected = other.first_unexpected;
+        }
+    }
+
     /// The `q` quantile latency (0 < q ≤ 1), in microseconds.
     pub fn quantile_us(&self, q: f64) -> u32 {
         if self.latencies_us.is_empty() {
@@ -419,5 +432,27 @@ mod tests {
                 "a new connection after 'close'"
             );
         });
+    }
+
+    #[test]
+    fn merged_runs_read_as_one_run_over_both_times() {
+        let run = |completed, unexpected, secs, latencies: &[u32], first: Option<&str>| Outcome {
+            completed,
+            unexpected,
+            elapsed: Duration::from_secs(secs),
+            latencies_us: latencies.to_vec(),
+            first_unexpected: first.map(str::to_owned),
+            bodies: Vec::new(),
+        };
+        let mut merged = run(3, 0, 1, &[10, 20, 30], None);
+        merged.merge(run(2, 1, 3, &[5, 40], Some("500: boom")));
+        merged.merge(run(1, 1, 1, &[25], Some("503: later")));
+        assert_eq!((merged.completed, merged.unexpected), (6, 2));
+        assert_eq!(merged.elapsed, Duration::from_secs(5));
+        assert_eq!(merged.latencies_us, [5, 10, 20, 25, 30, 40]);
+        assert_eq!(merged.quantile_us(0.5), 20);
+        assert_eq!(merged.quantile_us(1.0), 40);
+        assert!((merged.throughput() - 1.2).abs() < 1e-9);
+        assert_eq!(merged.first_unexpected.as_deref(), Some("500: boom"));
     }
 }
