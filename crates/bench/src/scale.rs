@@ -206,8 +206,7 @@ fn run_op(
         }
         Op::Verify => {
             // Each round signs with keys of its own (a share of every enterprise's active
-            // keys), so that every round's verifications are a key's first, as the first
-            // round's are.
+            // keys): no round verifies with a key an earlier round has cached and stamped.
             let share = ACTIVE_PER_ENTERPRISE.min(db.per) / ROUNDS;
             let iat = unix_now();
             let count = ((settings.raw_verify_per_second * 1.5).max(5_000.0)
