@@ -337,7 +337,7 @@ pub fn verify_bodies(key: &SigningKey, kid: &str, prefix: &str, count: usize) ->
         .collect()
 }
 
-fn check(outcome: &Outcome, what: &str) -> Result<(), String> {
+pub(crate) fn check(outcome: &Outcome, what: &str) -> Result<(), String> {
     if outcome.completed == 0 || outcome.unexpected > 0 {
         return Err(format!(
             "{what}: {} done, {} unexpected; first: {}",
