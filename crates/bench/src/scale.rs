@@ -264,13 +264,29 @@ fn bulk_load(db: &TestDb, enterprises: usize, signers: &[SigningKey]) -> Result<
     } else {
         "printf('e%05d', s.n)"
     };
+    // Each enterprise's count of ACTIVE keys: SQLite keeps it in the enterprise's row,
+    // PostgreSQL in stripes of the count (one key each here).
+    let (counted, count, stripes) = if postgres {
+        (
+            "",
+            String::new(),
+            format!(
+                "INSERT INTO active_key_stripes (enterprise_id, stripe, active)
+                   SELECT {enterprise_of}, g, 1 FROM bench_series s
+                   CROSS JOIN generate_series(0, {active} - 1) AS g;"
+            ),
+        )
+    } else {
+        ("active_keys, ", format!("{active}, "), String::new())
+    };
     let script = format!(
         "CREATE TABLE bench_series (n BIGINT NOT NULL);
          INSERT INTO bench_series (n) {series};
          CREATE TABLE bench_jwks (j BIGINT NOT NULL, jwk TEXT NOT NULL, thumbprint TEXT NOT NULL);
          INSERT INTO users (id, email, created_at) VALUES ('00000000-0000-4000-8000-00000000be9c', 'bench@keyward.test', {now});
-         INSERT INTO enterprises (id, name, active_keys, created_at)
-           SELECT {enterprise_of}, {enterprise_of}, {active}, {now} FROM bench_series s;
+         INSERT INTO enterprises (id, name, {counted}created_at)
+           SELECT {enterprise_of}, {enterprise_of}, {count}{now} FROM bench_series s;
+         {stripes}
          INSERT INTO memberships (enterprise_id, user_id, role, created_at)
            SELECT {enterprise_of}, '00000000-0000-4000-8000-00000000be9c', 'admin', {now} FROM bench_series s;"
     );

@@ -43,6 +43,9 @@ pub(crate) struct WriteGate {
     writer: std::sync::Mutex<Option<GateWriter>>,
     /// The writer's log syncing, once it is open (readable without waiting for writes).
     wal: std::sync::OnceLock<std::sync::Arc<WalSync>>,
+    /// PostgreSQL: the limit of ACTIVE keys this process last fitted the stripes of the
+    /// count to (see [`fit_stripes_to_limit`]).
+    stripes_fit_for: std::sync::Mutex<Option<u32>>,
 }
 
 /// The writer connection, and its log's syncing when it leaves that to this process.
@@ -303,7 +306,9 @@ pub(crate) fn sync_failed(why: String) -> DieselError {
 pub(crate) fn store_error(err: DieselError) -> StoreError {
     match &err {
         DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::SerializationFailure,
             _,
         ) => StoreError::Unavailable(err.to_string()),
         DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
@@ -372,14 +377,18 @@ fn append_audit(
         .execute(c))
 }
 
-/// PostgreSQL's registration: the guarded counter bump, the key row and its audit event
-/// in one atomic statement. No row comes back when the limit is reached; a unique
-/// constraint fails the statement.
-const POSTGRES_INSERT_KEY: &str = "\
-WITH bumped AS (
-    UPDATE enterprises SET active_keys = active_keys + 1
-    WHERE id = $2 AND active_keys < $12
-    RETURNING id
+/// How many rows PostgreSQL spreads an enterprise's count of ACTIVE keys over (see the
+/// migration `active_key_stripes`): registrations bump different rows, so one
+/// enterprise's registrations do not commit one after another. The statements below
+/// spell it out as 1024, as does the migration's CHECK.
+const STRIPES: i64 = 1024;
+
+/// The part of PostgreSQL's registration statements after the `bumped` CTE (which
+/// returns the enterprise's id when its count was bumped): the key row and its audit
+/// event, written only when the count was.
+macro_rules! key_and_audit_ctes {
+    () => {
+        "
 ), inserted AS (
     INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwks_uri, jwk,
                               thumbprint, status, created_at, created_by)
@@ -390,7 +399,135 @@ WITH bumped AS (
     SELECT $9, enterprise_id, key_id, $11, 'REGISTER', 'OK', $13 FROM inserted
     RETURNING 1
 )
-SELECT count(*) AS n FROM audited";
+"
+    };
+}
+
+/// PostgreSQL's registration: a bump of one stripe of the enterprise's count of ACTIVE
+/// keys (created on first use; stripe `s` may hold `L / 1024` keys, plus one when
+/// `s < L % 1024`, so all of them together hold at most the limit `L`), the key row and
+/// its audit event, in one atomic statement. No row comes back when that stripe is
+/// full; a unique constraint fails the statement. `$14` is a stripe below
+/// `LEAST(L, 1024)`, each of which may hold at least one key.
+const POSTGRES_INSERT_KEY: &str = concat!(
+    "\
+WITH bumped AS (
+    INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
+    SELECT $2, $14, 1 WHERE $14 < LEAST($12, 1024)
+    ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = s.active + 1
+    WHERE s.active < $12 / 1024 + (s.stripe < $12 % 1024)::int
+    RETURNING s.enterprise_id AS id",
+    key_and_audit_ctes!(),
+    "SELECT count(*) AS n, 1::bigint AS picked FROM audited"
+);
+
+/// [`POSTGRES_INSERT_KEY`] when stripe `$14` was full: the same, in the first stripe
+/// found with room (searching from `$14` on; which one does not matter). `picked` is 0
+/// when every stripe was full in the statement's snapshot (the limit is reached), and 1
+/// with `n` 0 when the stripe found was filled by a registration that committed since.
+const POSTGRES_INSERT_KEY_ANY_STRIPE: &str = concat!(
+    "\
+WITH picked AS (
+    SELECT g % LEAST($12, 1024) AS stripe
+    FROM generate_series($14, $14 + LEAST($12, 1024) - 1) AS g
+    WHERE COALESCE((SELECT active FROM active_key_stripes
+                    WHERE enterprise_id = $2 AND stripe = g % LEAST($12, 1024)), 0)
+          < $12 / 1024 + (g % LEAST($12, 1024) < $12 % 1024)::int
+    LIMIT 1
+), bumped AS (
+    INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
+    SELECT $2, stripe, 1 FROM picked
+    ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = s.active + 1
+    WHERE s.active < $12 / 1024 + (s.stripe < $12 % 1024)::int
+    RETURNING s.enterprise_id AS id",
+    key_and_audit_ctes!(),
+    "SELECT (SELECT count(*) FROM audited) AS n, (SELECT count(*) FROM picked) AS picked"
+);
+
+/// PostgreSQL: takes a revoked key off its enterprise's count, from any stripe above
+/// zero (waiting for, and then skipping, one a concurrent statement empties).
+///
+/// It takes the key off the highest stripe among the fullest: from the even spread a
+/// refit leaves (see [`fit_stripes_to_limit`]) that leaves the even spread of one key
+/// less, so an enterprise above a lowered limit comes down to it with no stripe above
+/// its share.
+const POSTGRES_UNCOUNT_KEY: &str = "\
+UPDATE active_key_stripes SET active = active - 1
+WHERE (enterprise_id, stripe) = (
+    SELECT enterprise_id, stripe FROM active_key_stripes
+    WHERE enterprise_id = $1 AND active > 0
+    ORDER BY active DESC, stripe DESC
+    LIMIT 1 FOR UPDATE)";
+
+/// PostgreSQL: the enterprises with a stripe above its share of the limit `$1`, which
+/// only a change of the limit leaves behind.
+const POSTGRES_OVERFULL_STRIPES: &str = "\
+SELECT DISTINCT enterprise_id AS id FROM active_key_stripes
+WHERE active > $1 / 1024 + (stripe < $1 % 1024)::int";
+
+/// PostgreSQL: spreads enterprise `$1`'s count evenly over its stripes (total `t`:
+/// stripe `s` holds `t / 1024`, plus one when `s < t % 1024`), its stripes locked. At
+/// or under a limit, no stripe of the even spread is above its share; over it, none
+/// has room.
+const POSTGRES_RESPREAD_STRIPES: &str = "\
+WITH locked AS (
+    SELECT stripe, active FROM active_key_stripes WHERE enterprise_id = $1
+    ORDER BY stripe FOR UPDATE
+), total AS (
+    SELECT COALESCE(sum(active), 0)::bigint AS t FROM locked
+)
+INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
+SELECT $1, g, t / 1024 + (g < t % 1024)::int
+FROM total, generate_series(0, 1023) AS g
+WHERE g < LEAST(t, 1024) OR g IN (SELECT stripe FROM locked)
+ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = EXCLUDED.active";
+
+#[derive(QueryableByName)]
+struct Named {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// PostgreSQL: makes the stripes of every enterprise's count fit `max_active`, once per
+/// process and limit, before the first registration under it. With one limit the
+/// stripes always fit it (a registration bumps a stripe only below its share); a
+/// lower limit than the one they were filled under can leave a stripe above its share
+/// while others have room, and registrations there would take the count past the
+/// limit. Those enterprises' counts are spread evenly again. Processes sharing a
+/// database are meant to run with one limit: while two limits are in use at once, the
+/// count can reach the higher.
+fn fit_stripes_to_limit(
+    gate: &WriteGate,
+    conn: &mut diesel::PgConnection,
+    max_active: u32,
+) -> Result<(), StoreError> {
+    let mut fit_for = gate
+        .stripes_fit_for
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if *fit_for == Some(max_active) {
+        return Ok(());
+    }
+    let limit = [Bind::BigInt(i64::from(max_active))];
+    conn.transaction(|conn| {
+        let overfull: Vec<Named> = Prepared::new(POSTGRES_OVERFULL_STRIPES, &limit).load(conn)?;
+        for enterprise in &overfull {
+            Prepared::new(POSTGRES_RESPREAD_STRIPES, &[Bind::Text(&enterprise.id)])
+                .execute(conn)?;
+        }
+        if !overfull.is_empty() {
+            tracing::info!(
+                enterprises = overfull.len(),
+                max_active_keys = max_active,
+                "active key counts spread again to fit a changed limit"
+            );
+        }
+        QueryResult::Ok(())
+    })
+    .map_err(store_error)?;
+    *fit_for = Some(max_active);
+    Ok(())
+}
 
 /// SQLite: counts a registration against the enterprise's limit of active keys; no
 /// row changes when the limit is reached.
@@ -398,14 +535,21 @@ const BUMP_ACTIVE_KEYS: &str = "UPDATE enterprises SET active_keys = active_keys
      WHERE id = $1 AND active_keys < $2";
 
 #[derive(QueryableByName)]
-struct Count {
+struct Bumped {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     n: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    picked: i64,
 }
+
+/// How often a registration looks for another stripe with room when the one it found
+/// was filled under it; each miss means another registration committed.
+const STRIPE_ATTEMPTS: usize = 64;
 
 fn postgres_insert_key(
     conn: &mut diesel::PgConnection,
     row: &NewKeyRow<'_>,
+    stripe: i64,
     max_active: u32,
     audit: &AuditContext,
 ) -> Result<(), Abort<InsertOutcome>> {
@@ -423,12 +567,26 @@ fn postgres_insert_key(
         Bind::Text(audit.actor.as_str()),
         Bind::BigInt(i64::from(max_active)),
         Bind::Text(&audit.request_id),
+        Bind::BigInt(stripe),
     ];
-    let done: Count = Prepared::new(POSTGRES_INSERT_KEY, &binds).get_result(conn)?;
-    if done.n == 1 {
-        Ok(())
-    } else {
-        Err(Abort::Outcome(InsertOutcome::LimitReached))
+    let mut done: Bumped = Prepared::new(POSTGRES_INSERT_KEY, &binds).get_result(conn)?;
+    for _ in 0..STRIPE_ATTEMPTS {
+        if done.n == 1 || done.picked == 0 {
+            break;
+        }
+        done = Prepared::new(POSTGRES_INSERT_KEY_ANY_STRIPE, &binds).get_result(conn)?;
+    }
+    match (done.n, done.picked) {
+        (1, _) => Ok(()),
+        (_, 0) => Err(Abort::Outcome(InsertOutcome::LimitReached)),
+        // Reported as unavailable (503, try again), not as a reached limit.
+        _ => Err(Abort::Db(DieselError::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new(
+                "every stripe of the key count with room was filled under this registration"
+                    .to_owned(),
+            ),
+        ))),
     }
 }
 
@@ -639,9 +797,15 @@ impl KeyStore for Repository {
         // The constraints decide; only a refusal looks at why (below), so the usual
         // registration holds the write lock for its three writes alone.
         let attempt = match &mut *conn {
-            // One statement, so one round trip, and the enterprise row (which serialises
-            // its registrations) is locked only from here to the commit.
-            DbConnection::Postgres(pg) => postgres_insert_key(pg, &row, max_active, audit),
+            // One statement, so one round trip (two when its stripe is full), in a
+            // stripe of the count chosen by the key's random id (below the limit, so
+            // it may hold a key), locked only from here to the commit.
+            DbConnection::Postgres(pg) => {
+                fit_stripes_to_limit(&self.gate, pg, max_active)?;
+                let stripes = i64::from(max_active).min(STRIPES);
+                let stripe = (key.id.as_u128() % stripes.max(1) as u128) as i64;
+                postgres_insert_key(pg, &row, stripe, max_active, audit)
+            }
             DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
                 match on_backend!(&mut *conn, |c| diesel::insert_into(webhook_keys::table)
                     .values(&row)
@@ -811,10 +975,15 @@ impl KeyStore for Repository {
                     RevokeOutcome::NotFound
                 }));
             }
-            diesel::update(enterprises::table)
-                .filter(enterprises::id.eq(enterprise))
-                .set(enterprises::active_keys.eq(enterprises::active_keys - 1))
-                .execute(conn)?;
+            match conn {
+                DbConnection::Postgres(pg) => {
+                    Prepared::new(POSTGRES_UNCOUNT_KEY, &[Bind::Text(enterprise)]).execute(pg)?
+                }
+                DbConnection::Sqlite(c) => diesel::update(enterprises::table)
+                    .filter(enterprises::id.eq(enterprise))
+                    .set(enterprises::active_keys.eq(enterprises::active_keys - 1))
+                    .execute(c)?,
+            };
             append_audit(
                 conn,
                 at,
@@ -893,7 +1062,6 @@ impl AdminStore for Repository {
             .values((
                 enterprises::id.eq(id.as_str()),
                 enterprises::name.eq(name),
-                enterprises::active_keys.eq(0_i64),
                 enterprises::created_at.eq(at.millis()),
             ))
             .execute(&mut *conn);

@@ -12,6 +12,7 @@ diesel::table! {
     enterprises (id) {
         id -> Text,
         name -> Text,
+        // SQLite only: PostgreSQL counts ACTIVE keys in `active_key_stripes`.
         active_keys -> BigInt,
         created_at -> BigInt,
     }

@@ -52,6 +52,63 @@ fn new_key(enterprise: &EnterpriseId, key_id: &str, thumbprint: &str) -> NewKey 
     }
 }
 
+/// Registers `keys` distinct keys into `enterprise` from as many threads at once, under
+/// `limit`; `round` keeps keyIds and key material apart between calls.
+fn register_at_once(
+    repo: &Repository,
+    enterprise: &EnterpriseId,
+    round: usize,
+    keys: usize,
+    limit: u32,
+) -> Vec<InsertOutcome> {
+    let threads = keys.min(32);
+    let barrier = Arc::new(Barrier::new(threads));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    (t..keys)
+                        .step_by(threads)
+                        .map(|i| {
+                            let key = new_key(
+                                enterprise,
+                                &format!("r{round}-{i}"),
+                                &format!("R{round}-{i}"),
+                            );
+                            repo.insert_key(&key, limit, &audit())
+                                .expect("no storage error")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+/// The keyIds of `enterprise`'s ACTIVE keys, oldest first.
+fn active_key_ids(repo: &Repository, enterprise: &EnterpriseId) -> Vec<KeyId> {
+    let mut ids = Vec::new();
+    loop {
+        let page = repo
+            .list_keys(enterprise, Some(KeyStatus::Active), 100, ids.len() as u64)
+            .expect("list");
+        if page.keys.is_empty() {
+            return ids;
+        }
+        ids.extend(
+            page.keys
+                .iter()
+                .map(|k| KeyId::parse(&k.key_id).expect("key id")),
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident($db:ident) $body:block)*) => {
         mod sqlite {
@@ -118,6 +175,55 @@ on_both_backends! {
         assert!(matches!(repo.insert_key(&new_key(&acme, "k3", "T3"), 3, &audit()), Ok(InsertOutcome::Inserted(_))));
     }
 
+    concurrent_registrations_stop_at_the_active_key_limit(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let inserted = |round: usize, limit: u32, keys: usize| {
+            register_at_once(&repo, &acme, round, keys, limit)
+                .into_iter()
+                .filter(|o| matches!(o, InsertOutcome::Inserted(_)))
+                .count()
+        };
+        assert_eq!(inserted(0, 5, 32), 5);
+        for i in 0..2 {
+            let key_id = active_key_ids(&repo, &acme)[i].clone();
+            assert!(matches!(repo.revoke_key(&acme, &key_id, Timestamp::from_millis(5), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        }
+        assert_eq!(inserted(1, 5, 32), 2);
+        assert_eq!(active_key_ids(&repo, &acme).len(), 5);
+        // Room for every one of them, however many arrive at once.
+        assert_eq!(inserted(2, 100_000, 64), 64);
+        // Exactly up to the limit, where every share of it holds one key.
+        assert_eq!(inserted(3, 100, 64), 31);
+        assert_eq!(active_key_ids(&repo, &acme).len(), 100);
+    }
+
+    a_lowered_limit_holds_once_revocations_bring_the_count_under_it(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        for (limit, keys) in [(10, 8), (2_000, 1_100)] {
+            let round = keys;
+            let outcomes = register_at_once(&repo, &acme, round, keys - active_key_ids(&repo, &acme).len(), limit);
+            assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Inserted(_))), "{limit}");
+            // Lowered: nothing more until fewer than the limit are active.
+            let lowered = (keys / 2) as u32;
+            let mut attempt = 0;
+            let mut register = || {
+                attempt += 1;
+                repo.insert_key(&new_key(&acme, &format!("late-{keys}-{attempt}"), &format!("L{keys}-{attempt}")), lowered, &audit()).expect("insert")
+            };
+            let mut active = active_key_ids(&repo, &acme);
+            while active.len() > lowered as usize - 1 {
+                assert_eq!(register(), InsertOutcome::LimitReached, "{} active, limit {lowered}", active.len());
+                let key_id = active.pop().expect("an active key");
+                assert!(matches!(repo.revoke_key(&acme, &key_id, Timestamp::from_millis(5), &audit()), Ok(RevokeOutcome::Revoked(_))));
+            }
+            assert!(matches!(register(), InsertOutcome::Inserted(_)));
+            assert_eq!(register(), InsertOutcome::LimitReached);
+            assert_eq!(active_key_ids(&repo, &acme).len(), lowered as usize);
+        }
+    }
+
     concurrent_registrations_of_one_key_id_store_exactly_one(db) {
         let repo = db.repository();
         let acme = enterprise(&repo, "acme");
@@ -161,22 +267,6 @@ on_both_backends! {
         assert_eq!(inserted, 1, "{outcomes:?}");
         assert!(outcomes.iter().all(|o| matches!(o, InsertOutcome::Inserted(_) | InsertOutcome::ThumbprintTaken { .. })));
         assert_eq!(repo.list_keys(&acme, None, 100, 0).expect("list").total, 1);
-    }
-
-    concurrent_registrations_never_exceed_the_limit(db) {
-        let repo = db.repository();
-        let acme = enterprise(&repo, "acme");
-        let barrier = Arc::new(Barrier::new(16));
-        std::thread::scope(|s| {
-            for i in 0..16 {
-                let (repo, acme, barrier) = (repo.clone(), acme.clone(), barrier.clone());
-                s.spawn(move || {
-                    barrier.wait();
-                    repo.insert_key(&new_key(&acme, &format!("k{i}"), &format!("T{i}")), 5, &audit()).expect("no storage error")
-                });
-            }
-        });
-        assert_eq!(repo.list_keys(&acme, Some(KeyStatus::Active), 100, 0).expect("list").total, 5);
     }
 
     concurrent_revocations_succeed_once(db) {
