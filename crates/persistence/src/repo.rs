@@ -466,20 +466,20 @@ SELECT DISTINCT enterprise_id AS id FROM active_key_stripes
 WHERE active > $1 / 1024 + (stripe < $1 % 1024)::int";
 
 /// PostgreSQL: spreads enterprise `$1`'s count evenly over its stripes (total `t`:
-/// stripe `s` holds `t / 1024`, plus one when `s < t % 1024`), its stripes locked. At
-/// or under a limit, no stripe of the even spread is above its share; over it, none
-/// has room.
+/// stripe `s` holds `t / 1024`, plus one when `s < t % 1024`). At or under a limit, no
+/// stripe of the even spread is above its share; over it, none has room. Run with the
+/// table locked against writes: a stripe another registration created after the
+/// statement's snapshot would be overwritten, and its key left out of the count.
 const POSTGRES_RESPREAD_STRIPES: &str = "\
-WITH locked AS (
+WITH current AS (
     SELECT stripe, active FROM active_key_stripes WHERE enterprise_id = $1
-    ORDER BY stripe FOR UPDATE
 ), total AS (
-    SELECT COALESCE(sum(active), 0)::bigint AS t FROM locked
+    SELECT COALESCE(sum(active), 0)::bigint AS t FROM current
 )
 INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
 SELECT $1, g, t / 1024 + (g < t % 1024)::int
 FROM total, generate_series(0, 1023) AS g
-WHERE g < LEAST(t, 1024) OR g IN (SELECT stripe FROM locked)
+WHERE g < LEAST(t, 1024) OR g IN (SELECT stripe FROM current)
 ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = EXCLUDED.active";
 
 #[derive(QueryableByName)]
@@ -510,7 +510,18 @@ fn fit_stripes_to_limit(
     }
     let limit = [Bind::BigInt(i64::from(max_active))];
     conn.transaction(|conn| {
-        let overfull: Vec<Named> = Prepared::new(POSTGRES_OVERFULL_STRIPES, &limit).load(conn)?;
+        let mut overfull: Vec<Named> =
+            Prepared::new(POSTGRES_OVERFULL_STRIPES, &limit).load(conn)?;
+        if !overfull.is_empty() {
+            // Every registration and revocation waits while the counts are rewritten
+            // (and this waits for those in flight), so each is counted once. Rare: only
+            // after the limit was lowered.
+            diesel::connection::SimpleConnection::batch_execute(
+                conn,
+                "LOCK TABLE active_key_stripes IN SHARE ROW EXCLUSIVE MODE",
+            )?;
+            overfull = Prepared::new(POSTGRES_OVERFULL_STRIPES, &limit).load(conn)?;
+        }
         for enterprise in &overfull {
             Prepared::new(POSTGRES_RESPREAD_STRIPES, &[Bind::Text(&enterprise.id)])
                 .execute(conn)?;
