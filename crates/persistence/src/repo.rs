@@ -383,12 +383,19 @@ fn append_audit(
 /// spell it out as 1024, as does the migration's CHECK.
 const STRIPES: i64 = 1024;
 
-/// The part of PostgreSQL's registration statements after the `bumped` CTE (which
-/// returns the enterprise's id when its count was bumped): the key row and its audit
-/// event, written only when the count was.
-macro_rules! key_and_audit_ctes {
-    () => {
-        "
+/// PostgreSQL's registration: a bump of one stripe of the enterprise's count of ACTIVE
+/// keys (created on first use; stripe `s` may hold `L / 1024` keys, plus one when
+/// `s < L % 1024`, so all of them together hold at most the limit `L`), the key row and
+/// its audit event, in one atomic statement. No row comes back when that stripe is
+/// full; a unique constraint fails the statement. `$14` is a stripe below
+/// `LEAST(L, 1024)`, each of which may hold at least one key.
+const POSTGRES_INSERT_KEY: &str = "\
+WITH bumped AS (
+    INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
+    SELECT $2, $14, 1 WHERE $14 < LEAST($12, 1024)
+    ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = s.active + 1
+    WHERE s.active < $12 / 1024 + (s.stripe < $12 % 1024)::int
+    RETURNING s.enterprise_id AS id
 ), inserted AS (
     INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwks_uri, jwk,
                               thumbprint, status, created_at, created_by)
@@ -399,50 +406,11 @@ macro_rules! key_and_audit_ctes {
     SELECT $9, enterprise_id, key_id, $11, 'REGISTER', 'OK', $13 FROM inserted
     RETURNING 1
 )
-"
-    };
-}
+SELECT count(*) AS n FROM audited";
 
-/// PostgreSQL's registration: a bump of one stripe of the enterprise's count of ACTIVE
-/// keys (created on first use; stripe `s` may hold `L / 1024` keys, plus one when
-/// `s < L % 1024`, so all of them together hold at most the limit `L`), the key row and
-/// its audit event, in one atomic statement. No row comes back when that stripe is
-/// full; a unique constraint fails the statement. `$14` is a stripe below
-/// `LEAST(L, 1024)`, each of which may hold at least one key.
-const POSTGRES_INSERT_KEY: &str = concat!(
-    "\
-WITH bumped AS (
-    INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
-    SELECT $2, $14, 1 WHERE $14 < LEAST($12, 1024)
-    ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = s.active + 1
-    WHERE s.active < $12 / 1024 + (s.stripe < $12 % 1024)::int
-    RETURNING s.enterprise_id AS id",
-    key_and_audit_ctes!(),
-    "SELECT count(*) AS n, 1::bigint AS picked FROM audited"
-);
-
-/// [`POSTGRES_INSERT_KEY`] when stripe `$14` was full: the same, in the first stripe
-/// found with room (searching from `$14` on; which one does not matter). `picked` is 0
-/// when every stripe was full in the statement's snapshot (the limit is reached), and 1
-/// with `n` 0 when the stripe found was filled by a registration that committed since.
-const POSTGRES_INSERT_KEY_ANY_STRIPE: &str = concat!(
-    "\
-WITH picked AS (
-    SELECT g % LEAST($12, 1024) AS stripe
-    FROM generate_series($14, $14 + LEAST($12, 1024) - 1) AS g
-    WHERE COALESCE((SELECT active FROM active_key_stripes
-                    WHERE enterprise_id = $2 AND stripe = g % LEAST($12, 1024)), 0)
-          < $12 / 1024 + (g % LEAST($12, 1024) < $12 % 1024)::int
-    LIMIT 1
-), bumped AS (
-    INSERT INTO active_key_stripes AS s (enterprise_id, stripe, active)
-    SELECT $2, stripe, 1 FROM picked
-    ON CONFLICT (enterprise_id, stripe) DO UPDATE SET active = s.active + 1
-    WHERE s.active < $12 / 1024 + (s.stripe < $12 % 1024)::int
-    RETURNING s.enterprise_id AS id",
-    key_and_audit_ctes!(),
-    "SELECT (SELECT count(*) FROM audited) AS n, (SELECT count(*) FROM picked) AS picked"
-);
+/// PostgreSQL: the stripes of enterprise `$1`'s count that exist, in one snapshot.
+const POSTGRES_STRIPES: &str = "\
+SELECT stripe, active FROM active_key_stripes WHERE enterprise_id = $1";
 
 /// PostgreSQL: takes a revoked key off its enterprise's count, from any stripe above
 /// zero (waiting for, and then skipping, one a concurrent statement empties).
@@ -546,17 +514,26 @@ const BUMP_ACTIVE_KEYS: &str = "UPDATE enterprises SET active_keys = active_keys
      WHERE id = $1 AND active_keys < $2";
 
 #[derive(QueryableByName)]
-struct Bumped {
+struct Count {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     n: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    picked: i64,
 }
 
-/// How often a registration looks for another stripe with room when the one it found
-/// was filled under it; each miss means another registration committed.
+#[derive(QueryableByName)]
+struct Stripe {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    stripe: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    active: i64,
+}
+
+/// How often a registration tries another stripe with room when the one it tried was
+/// filled under it; each miss means another registration committed.
 const STRIPE_ATTEMPTS: usize = 64;
 
+/// PostgreSQL: registers `row` in `stripe` of its enterprise's count or, when that one
+/// is full, in another stripe with room (read from the stripes as they are; none with
+/// room is the limit reached).
 fn postgres_insert_key(
     conn: &mut diesel::PgConnection,
     row: &NewKeyRow<'_>,
@@ -564,7 +541,9 @@ fn postgres_insert_key(
     max_active: u32,
     audit: &AuditContext,
 ) -> Result<(), Abort<InsertOutcome>> {
-    let binds = [
+    let limit = i64::from(max_active);
+    let stripes = limit.min(STRIPES);
+    let mut binds = [
         Bind::Text(&row.id),
         Bind::Text(row.enterprise_id),
         Bind::Text(row.key_id),
@@ -576,29 +555,44 @@ fn postgres_insert_key(
         Bind::BigInt(row.created_at),
         Bind::Text(row.created_by),
         Bind::Text(audit.actor.as_str()),
-        Bind::BigInt(i64::from(max_active)),
+        Bind::BigInt(limit),
         Bind::Text(&audit.request_id),
         Bind::BigInt(stripe),
     ];
-    let mut done: Bumped = Prepared::new(POSTGRES_INSERT_KEY, &binds).get_result(conn)?;
     for _ in 0..STRIPE_ATTEMPTS {
-        if done.n == 1 || done.picked == 0 {
-            break;
+        let done: Count = Prepared::new(POSTGRES_INSERT_KEY, &binds).get_result(conn)?;
+        if done.n == 1 {
+            return Ok(());
         }
-        done = Prepared::new(POSTGRES_INSERT_KEY_ANY_STRIPE, &binds).get_result(conn)?;
+        let counts: Vec<Stripe> =
+            Prepared::new(POSTGRES_STRIPES, &[Bind::Text(row.enterprise_id)]).load(conn)?;
+        let mut active = vec![0; stripes as usize];
+        for count in counts {
+            if let Some(slot) = usize::try_from(count.stripe)
+                .ok()
+                .and_then(|s| active.get_mut(s))
+            {
+                *slot = count.active;
+            }
+        }
+        let share = |s: i64| limit / STRIPES + i64::from(s < limit % STRIPES);
+        let room: Vec<i64> = (0..stripes)
+            .filter(|&s| active[s as usize] < share(s))
+            .collect();
+        if room.is_empty() {
+            return Err(Abort::Outcome(InsertOutcome::LimitReached));
+        }
+        // One of them, picked by the key's random stripe: concurrent registrations near
+        // the limit, when few stripes have room, mostly pick different ones.
+        binds[13] = Bind::BigInt(room[stripe as usize % room.len()]);
     }
-    match (done.n, done.picked) {
-        (1, _) => Ok(()),
-        (_, 0) => Err(Abort::Outcome(InsertOutcome::LimitReached)),
-        // Reported as unavailable (503, try again), not as a reached limit.
-        _ => Err(Abort::Db(DieselError::DatabaseError(
-            DatabaseErrorKind::SerializationFailure,
-            Box::new(
-                "every stripe of the key count with room was filled under this registration"
-                    .to_owned(),
-            ),
-        ))),
-    }
+    // Reported as unavailable (503, try again), not as a reached limit.
+    Err(Abort::Db(DieselError::DatabaseError(
+        DatabaseErrorKind::SerializationFailure,
+        Box::new(
+            "every stripe of the key count with room was filled under this registration".to_owned(),
+        ),
+    )))
 }
 
 /// Which existing key blocks `key` (keyId first, then thumbprint), if any.
