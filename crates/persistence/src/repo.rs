@@ -326,6 +326,10 @@ fn is_transient(message: &str) -> bool {
         "terminating connection",
         "server closed the connection",
         "connection",
+        // PostgreSQL gave up one of two transactions waiting on each other (such as a
+        // registration and a revocation of one keyId); the other went through.
+        "deadlock detected",
+        "could not serialize access",
     ]
     .iter()
     .any(|m| message.contains(m))
@@ -1198,5 +1202,34 @@ impl AdminStore for Repository {
             .load(&mut *conn)
             .map_err(store_error)?;
         Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database_error(message: &str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn transactions_given_up_for_each_other_are_worth_a_retry() {
+        for message in [
+            "deadlock detected",
+            "could not serialize access due to concurrent update",
+        ] {
+            assert!(
+                matches!(
+                    store_error(database_error(message)),
+                    StoreError::Unavailable(_)
+                ),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            store_error(database_error("syntax error at or near \"SELEC\"")),
+            StoreError::Internal(_)
+        ));
     }
 }
