@@ -535,18 +535,21 @@ struct Stripe {
 /// filled under it; each miss means another registration committed.
 const STRIPE_ATTEMPTS: usize = 64;
 
-/// PostgreSQL: registers `row` in `stripe` of its enterprise's count or, when that one
-/// is full, in another stripe with room (read from the stripes as they are; none with
-/// room is the limit reached).
+/// PostgreSQL: registers `row` in the stripe of its enterprise's count that the random
+/// number `pick` chooses or, when that one is full, in another stripe with room, chosen
+/// by `pick` too (read from the stripes as they are; none with room is the limit
+/// reached).
 fn postgres_insert_key(
     conn: &mut diesel::PgConnection,
     row: &NewKeyRow<'_>,
-    stripe: i64,
+    pick: u128,
     max_active: u32,
     audit: &AuditContext,
 ) -> Result<(), Abort<InsertOutcome>> {
     let limit = i64::from(max_active);
     let stripes = limit.min(STRIPES);
+    // Below `LEAST(L, 1024)`, so a stripe that may hold a key.
+    let stripe = (pick % stripes.max(1) as u128) as i64;
     let mut binds = [
         Bind::Text(&row.id),
         Bind::Text(row.enterprise_id),
@@ -586,9 +589,9 @@ fn postgres_insert_key(
         if room.is_empty() {
             return Err(Abort::Outcome(InsertOutcome::LimitReached));
         }
-        // One of them, picked by the key's random stripe: concurrent registrations near
-        // the limit, when few stripes have room, mostly pick different ones.
-        binds[13] = Bind::BigInt(room[stripe as usize % room.len()]);
+        // One of them, chosen by the random number: concurrent registrations near the
+        // limit, when few stripes have room, mostly choose different ones.
+        binds[13] = Bind::BigInt(room[(pick % room.len() as u128) as usize]);
     }
     // Reported as unavailable (503, try again), not as a reached limit.
     Err(Abort::Db(DieselError::DatabaseError(
@@ -806,14 +809,12 @@ impl KeyStore for Repository {
         // The constraints decide; only a refusal looks at why (below), so the usual
         // registration holds the write lock for its three writes alone.
         let attempt = match &mut *conn {
-            // One statement, so one round trip (two when its stripe is full), in a
+            // One statement, so one round trip (more when its stripe is full), in a
             // stripe of the count chosen by the key's random id (below the limit, so
             // it may hold a key), locked only from here to the commit.
             DbConnection::Postgres(pg) => {
                 fit_stripes_to_limit(&self.gate, pg, max_active)?;
-                let stripes = i64::from(max_active).min(STRIPES);
-                let stripe = (key.id.as_u128() % stripes.max(1) as u128) as i64;
-                postgres_insert_key(pg, &row, stripe, max_active, audit)
+                postgres_insert_key(pg, &row, key.id.as_u128(), max_active, audit)
             }
             DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
                 match on_backend!(&mut *conn, |c| diesel::insert_into(webhook_keys::table)
