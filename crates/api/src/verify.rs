@@ -184,9 +184,35 @@ impl VerifyApi {
         let keys = state.keys.clone();
         // The usual case runs here without a thread of its own: the key is known, the
         // crypto is short, and the replay record is awaited, not blocked on. A key not
-        // in memory (or registered by jwksUri) is read on a blocking thread first; measured,
-        // that beats reading it in place even on SQLite.
-        let step = match keys.verify_body_cached(&admin, body.bytes()?)? {
+        // in memory, on a networked database, is awaited from the store's key reader
+        // (which reads the keys asked for at the same time in one statement), then the
+        // body is taken up again; on the embedded one, where a read is a little CPU,
+        // it is read on a blocking thread, as is a key registered by jwksUri (whose
+        // JWKS may have to be fetched).
+        let mut step = keys.verify_body_cached(&admin, body.bytes()?)?;
+        if state.reads_inline && matches!(step, Some(VerifyStep::Load(_))) {
+            step = None;
+        }
+        if let Some(VerifyStep::Load(load)) = step {
+            let (done, read) = tokio::sync::oneshot::channel();
+            keys.fetch_key(
+                &load,
+                Box::new(move |result| {
+                    let _ = done.send(result);
+                }),
+            );
+            let read = read.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("the key read was dropped".into()))
+            });
+            step = match keys.learn_key(load, read)? {
+                Some(rejection) => Some(VerifyStep::Done(Verification::Invalid(rejection))),
+                // Forgotten again already (a full cache): read it on a blocking thread.
+                None => keys
+                    .verify_body_cached(&admin, body.bytes()?)?
+                    .filter(|step| !matches!(step, VerifyStep::Load(_))),
+            };
+        }
+        let step = match step {
             Some(step) => step,
             None => {
                 let body = body.bytes()?.to_vec();
@@ -196,6 +222,12 @@ impl VerifyApi {
         };
         let verification = match step {
             VerifyStep::Done(verification) => verification,
+            VerifyStep::Load(_) => {
+                return Err(keyward_domain::DomainError::Internal(
+                    "a key was still not loaded after its read".into(),
+                )
+                .into())
+            }
             VerifyStep::Record(pending) => {
                 let (done, outcome) = tokio::sync::oneshot::channel();
                 keys.submit(

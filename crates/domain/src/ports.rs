@@ -95,6 +95,13 @@ pub trait KeyStore: Send + Sync {
         key_id: &str,
     ) -> Result<Option<StoredKey>, StoreError>;
 
+    /// [`Self::get_key`], with the answer handed to `done` (on some thread of the
+    /// store's) instead of returned: a store may read the keys asked for at the same
+    /// time together. By default, reads at once, on the caller's thread.
+    fn fetch_key(&self, enterprise: &EnterpriseId, key_id: &str, done: KeyFetched) {
+        done(self.get_key(enterprise, key_id));
+    }
+
     /// Marks an active key revoked, once: of concurrent calls exactly one succeeds.
     fn revoke_key(
         &self,
@@ -218,6 +225,9 @@ pub struct ReplayRecord {
 
 /// Called once with the outcome of a submitted record.
 pub type RecordDone = Box<dyn FnOnce(Result<RecordOutcome, StoreError>) + Send>;
+
+/// Called once with a key read by [`KeyStore::fetch_key`].
+pub type KeyFetched = Box<dyn FnOnce(Result<Option<StoredKey>, StoreError>) + Send>;
 
 /// What a JWKS URI said about a kid.
 #[derive(Debug, Clone, PartialEq, Eq)]

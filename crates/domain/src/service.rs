@@ -17,8 +17,8 @@ use crate::model::{
     AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, NewKey, StoredKey, Timestamp,
 };
 use crate::ports::{
-    AdminOutcome, AdminStore, InsertOutcome, JwksLookup, JwksSource, KeyStore, NoJwksSource,
-    RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
+    AdminOutcome, AdminStore, InsertOutcome, JwksLookup, JwksSource, KeyFetched, KeyStore,
+    NoJwksSource, RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use crate::register::{KeyMaterial, RegisterKey};
 use crate::verify::{self, Rejection};
@@ -251,6 +251,16 @@ pub enum VerifyStep {
     Done(Verification),
     /// A good token whose replay record must be written before it is reported valid.
     Record(PendingVerification),
+    /// The token names a key that is not in memory: read it with
+    /// [`KeyService::fetch_key`], hand it to [`KeyService::learn_key`], then start again.
+    Load(KeyToLoad),
+}
+
+/// A key a token names, to read from the store.
+#[derive(Debug)]
+pub struct KeyToLoad {
+    enterprise: EnterpriseId,
+    kid: KeyId,
 }
 
 /// A good token waiting for its replay record.
@@ -518,8 +528,9 @@ impl KeyService {
         self.finish(pending, outcome)
     }
 
-    /// The first part of verifying a raw verify body, done only from memory: `None`
-    /// when the key must first be read from the store (then use [`Self::verify_body_step`]).
+    /// The first part of verifying a raw verify body, done only from memory:
+    /// [`VerifyStep::Load`] when the key must first be read from the store, `None` when
+    /// the key's JWKS must be consulted (which may block: use [`Self::verify_body_step`]).
     /// A good token comes back as a [`PendingVerification`] to [`Self::submit`].
     pub fn verify_body_cached(
         &self,
@@ -532,7 +543,10 @@ impl KeyService {
             Err(rejection) => return Ok(Some(VerifyStep::Done(Verification::Invalid(rejection)))),
         };
         let Some(active) = self.active.get(&admin.enterprise, parsed.kid.as_str()) else {
-            return Ok(None);
+            return Ok(Some(VerifyStep::Load(KeyToLoad {
+                enterprise: admin.enterprise.clone(),
+                kid: parsed.kid.clone(),
+            })));
         };
         if matches!(active.source, ActiveSource::JwksUri(_)) {
             // Fetching a JWKS may block: not for an event loop.
@@ -548,8 +562,27 @@ impl KeyService {
         ))
     }
 
+    /// Reads the key a [`VerifyStep::Load`] names; `done` gets it, for
+    /// [`Self::learn_key`]. The store may answer on a thread of its own.
+    pub fn fetch_key(&self, load: &KeyToLoad, done: KeyFetched) {
+        self.store
+            .fetch_key(&load.enterprise, load.kid.as_str(), done);
+    }
+
+    /// Takes in a key [`Self::fetch_key`] read: remembered if it is active, so that
+    /// [`Self::verify_body_cached`] finds it; otherwise the verdict for any token that
+    /// names it (unknown or revoked).
+    pub fn learn_key(
+        &self,
+        load: KeyToLoad,
+        read: Result<Option<StoredKey>, crate::StoreError>,
+    ) -> Result<Option<Rejection>, DomainError> {
+        Ok(self.remember(&load.enterprise, read?)?.err())
+    }
+
     /// [`Self::verify_body_cached`] for when the key is not in memory: reads it from the
     /// store (or its JWKS), so it may block. The replay record is left to [`Self::submit`].
+    /// Never [`VerifyStep::Load`].
     pub fn verify_body_step(
         &self,
         admin: &EnterpriseAdmin,
@@ -670,7 +703,17 @@ impl KeyService {
         admin: &EnterpriseAdmin,
         kid: &KeyId,
     ) -> Result<Result<Arc<ActiveKey>, Rejection>, DomainError> {
-        let Some(stored) = self.store.get_key(&admin.enterprise, kid.as_str())? else {
+        let stored = self.store.get_key(&admin.enterprise, kid.as_str())?;
+        self.remember(&admin.enterprise, stored)
+    }
+
+    /// A key read from the store, remembered if it is active.
+    fn remember(
+        &self,
+        enterprise: &EnterpriseId,
+        stored: Option<StoredKey>,
+    ) -> Result<Result<Arc<ActiveKey>, Rejection>, DomainError> {
+        let Some(stored) = stored else {
             return Ok(Err(Rejection::UnknownKey));
         };
         if stored.status == KeyStatus::Revoked {
@@ -689,7 +732,7 @@ impl KeyService {
             key_id: stored.key_id,
             source,
         });
-        self.active.insert(&admin.enterprise, active.clone());
+        self.active.insert(enterprise, active.clone());
         Ok(Ok(active))
     }
 

@@ -708,6 +708,115 @@ fn revoked_and_unknown_keys_are_refused() {
     );
 }
 
+/// A verify body as the HTTP layer drives it: from memory, reading the key first when
+/// it is not there, then the replay record.
+fn verify_in_steps(
+    world: &World,
+    token: &str,
+    evaluation_id: &str,
+) -> Result<(String, i64), String> {
+    use keyward_domain::VerifyStep;
+    let body = json!({"token": token, "evaluationId": evaluation_id}).to_string();
+    let service = &world.service;
+    let mut loads = 0;
+    let step = loop {
+        match service
+            .verify_body_cached(&world.admin, body.as_bytes())
+            .expect("no storage error")
+        {
+            Some(VerifyStep::Load(load)) => {
+                loads += 1;
+                assert_eq!(loads, 1, "a key learnt is found at once");
+                let (done, read) = std::sync::mpsc::channel();
+                service.fetch_key(&load, Box::new(move |r| done.send(r).expect("send")));
+                let read = read.recv().expect("answered");
+                if let Some(rejection) = service.learn_key(load, read).expect("no storage error") {
+                    break VerifyStep::Done(Verification::Invalid(rejection));
+                }
+            }
+            Some(step) => break step,
+            None => panic!("only keys by jwksUri need a blocking step"),
+        }
+    };
+    let verification = match step {
+        VerifyStep::Done(verification) => verification,
+        VerifyStep::Record(pending) => {
+            let (done, outcome) = std::sync::mpsc::channel();
+            service.submit(&pending, Box::new(move |r| done.send(r).expect("send")));
+            service
+                .finish(pending, outcome.recv().expect("answered"))
+                .expect("no storage error")
+        }
+        VerifyStep::Load(_) => unreachable!(),
+    };
+    match verification {
+        Verification::Valid {
+            key_id,
+            status_code,
+        } => Ok((key_id, status_code)),
+        Verification::Invalid(rejection) => Err(rejection.code().to_owned()),
+    }
+}
+
+#[test]
+fn keys_read_for_the_event_loop_decide_as_keys_read_at_once() {
+    let world = World::new();
+    let (key, jwk) = ed_key(21);
+    world.add("k", &jwk, KeyStatus::Active);
+    world.add("old", &ed_key(22).1, KeyStatus::Revoked);
+    let token = |kid: &str, eval: &str| {
+        ed_token(
+            &key,
+            &json!({"alg": "EdDSA", "kid": kid}),
+            &claims(eval, 200),
+        )
+    };
+    assert_eq!(
+        verify_in_steps(&world, &token("nope", "e1"), "e1"),
+        Err("UNKNOWN_KEY".into())
+    );
+    assert_eq!(
+        verify_in_steps(&world, &token("old", "e1"), "e1"),
+        Err("KEY_REVOKED".into())
+    );
+    assert_eq!(
+        verify_in_steps(&world, &token("k", "e1"), "e1"),
+        Ok(("k".into(), 200))
+    );
+    // Now in memory: no read, and the evaluation is used up.
+    assert_eq!(
+        verify_in_steps(&world, &token("k", "e1"), "e1"),
+        Err("REPLAYED".into())
+    );
+    assert_eq!(
+        verify_in_steps(&world, &token("k", "e2"), "e3"),
+        Err("EVALUATION_ID_MISMATCH".into())
+    );
+    // A malformed token is refused before any key is read.
+    assert_eq!(
+        verify_in_steps(&world, "not.a.token", "e4"),
+        Err("MALFORMED_TOKEN".into())
+    );
+    // A key revoked after it was learnt is refused by its replay record's write.
+    world
+        .store
+        .keys
+        .lock()
+        .expect("lock")
+        .get_mut("k")
+        .expect("k")
+        .status = KeyStatus::Revoked;
+    assert_eq!(
+        verify_in_steps(&world, &token("k", "e5"), "e5"),
+        Err("KEY_REVOKED".into())
+    );
+    assert_eq!(
+        verify_in_steps(&world, &token("k", "e6"), "e6"),
+        Err("KEY_REVOKED".into()),
+        "and forgotten: read again"
+    );
+}
+
 #[test]
 fn oversized_and_misshapen_tokens_are_cheap_refusals() {
     let (world, _) = ed_world();

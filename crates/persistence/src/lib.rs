@@ -2,12 +2,13 @@
 //! an embedded SQLite file (the default) or PostgreSQL.
 //!
 //! Every write is one transaction. Uniqueness of keyIds (tombstones) and thumbprints is
-//! enforced by the database's unique constraints; the active-key limit by a guarded
-//! counter update on the enterprise row. Reads before writes only choose the error
-//! message; they never decide what is stored.
+//! enforced by the database's unique constraints; the active-key limit by guarded
+//! counter updates (one counter per enterprise on SQLite, striped on PostgreSQL). Reads
+//! before writes only choose the error message; they never decide what is stored.
 
 mod db;
 mod durable;
+mod key_reader;
 mod prepared;
 mod replay;
 mod repo;

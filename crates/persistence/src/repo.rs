@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use keyward_domain::ports::{
-    AdminOutcome, AdminStore, GrantWindow, InsertOutcome, KeyStore, ReadinessProbe, RecordDone,
-    RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
+    AdminOutcome, AdminStore, GrantWindow, InsertOutcome, KeyFetched, KeyStore, ReadinessProbe,
+    RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
@@ -27,6 +27,7 @@ pub struct Repository {
     pool: Pool,
     gate: std::sync::Arc<WriteGate>,
     replays: std::sync::Arc<crate::replay::ReplayWriter>,
+    keys: std::sync::Arc<crate::key_reader::KeyReader>,
 }
 
 /// Serialises this process's SQLite write transactions. SQLite has one writer at a
@@ -177,10 +178,12 @@ impl Repository {
         let gate = std::sync::Arc::new(WriteGate::default());
         let replays =
             std::sync::Arc::new(crate::replay::ReplayWriter::new(pool.clone(), gate.clone()));
+        let keys = std::sync::Arc::new(crate::key_reader::KeyReader::new(pool.clone()));
         Self {
             pool,
             gate,
             replays,
+            keys,
         }
     }
 
@@ -950,6 +953,10 @@ impl KeyStore for Repository {
         .map_err(store_error)?
         .map(StoredKey::try_from)
         .transpose()
+    }
+
+    fn fetch_key(&self, enterprise: &EnterpriseId, key_id: &str, done: KeyFetched) {
+        self.keys.fetch(enterprise.as_str(), key_id, done);
     }
 
     fn revoke_key(

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::schema::{audit_events, webhook_keys};
 
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = webhook_keys)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub struct KeyRow {

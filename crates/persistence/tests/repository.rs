@@ -131,6 +131,46 @@ on_both_backends! {
         assert_eq!(run_migrations(&mut conn).expect("idempotent"), 0);
     }
 
+    keys_fetched_at_once_each_get_their_own_answer(db) {
+        let repo = db.repository();
+        let (acme, other) = (enterprise(&repo, "acme"), enterprise(&repo, "other"));
+        for (e, key_id, thumbprint) in [(&acme, "a", "TA"), (&acme, "b", "TB"), (&other, "c", "TC")] {
+            assert!(matches!(repo.insert_key(&new_key(e, key_id, thumbprint), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        // Asked for from many threads at once, so that reads share batches: a pair made of
+        // one request's enterprise and another's keyId ("acme"/"c", "other"/"a") is not
+        // a key, and a key asked for twice is found twice.
+        let asked = [(&acme, "a"), (&acme, "b"), (&other, "c"), (&acme, "c"), (&other, "a"), (&acme, "a"), (&acme, "nope")];
+        let (answers, results) = std::sync::mpsc::channel();
+        let barrier = Arc::new(Barrier::new(asked.len() * 8));
+        std::thread::scope(|s| {
+            for round in 0..8 {
+                for (i, (e, key_id)) in asked.iter().enumerate() {
+                    let (answers, barrier, repo) = (answers.clone(), barrier.clone(), &repo);
+                    s.spawn(move || {
+                        barrier.wait();
+                        repo.fetch_key(e, key_id, Box::new(move |read| {
+                            let _ = answers.send((round, i, read));
+                        }));
+                    });
+                }
+            }
+        });
+        drop(answers);
+        let results: Vec<_> = results.iter().collect();
+        assert_eq!(results.len(), asked.len() * 8);
+        for (_, i, read) in results {
+            let (e, key_id) = asked[i];
+            let read = read.expect("read");
+            let expected = [("acme", "a"), ("acme", "b"), ("other", "c")].contains(&(e.as_str(), key_id));
+            assert_eq!(read.is_some(), expected, "{}/{key_id}", e.as_str());
+            if let Some(key) = read {
+                assert_eq!((key.enterprise_id.as_str(), key.key_id.as_str()), (e.as_str(), key_id));
+                assert_eq!(key, repo.get_key(e, key_id).expect("get").expect("present"));
+            }
+        }
+    }
+
     key_ids_are_tombstoned_and_thumbprints_unique(db) {
         let repo = db.repository();
         let acme = enterprise(&repo, "acme");
