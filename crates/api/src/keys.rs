@@ -1,5 +1,6 @@
 //! The key operations: register, list, get and revoke.
 
+use keyward_domain::DomainError;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -211,8 +212,19 @@ impl KeysApi {
         key_id: Path<String>,
     ) -> Result<GetResponse, GetError> {
         let admin = auth.0;
-        let keys = state.keys.clone();
-        let key = state.read(move || keys.get(&admin, &key_id.0)).await?;
+        // The store's key reader reads the keys asked for at the same time together
+        // (a key asked for by several requests once); awaited here, without a thread.
+        let (done, read) = tokio::sync::oneshot::channel();
+        state.keys.fetch(
+            &admin,
+            &key_id.0,
+            Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        );
+        let key = read
+            .await
+            .unwrap_or_else(|_| Err(DomainError::Unavailable("the key read was dropped".into())))?;
         Ok(GetResponse::Ok(Direct(KeyDetail::from(key))))
     }
 

@@ -22,7 +22,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Runs a short database read (authorization, get, list): in place when
+    /// Runs a short database read (authorization, list): in place when
     /// [`Self::reads_inline`] and a pooled connection is idle (so the event loop does not
     /// queue for one; if another thread takes it first, the read waits for the next),
     /// otherwise on the blocking pool.

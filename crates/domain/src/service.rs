@@ -256,6 +256,9 @@ pub enum VerifyStep {
     Load(KeyToLoad),
 }
 
+/// Called once with the key [`KeyService::fetch`] read.
+pub type KeyAnswer = Box<dyn FnOnce(Result<StoredKey, DomainError>) + Send>;
+
 /// A key a token names, to read from the store.
 #[derive(Debug)]
 pub struct KeyToLoad {
@@ -492,6 +495,27 @@ impl KeyService {
             .store
             .list_keys(&admin.enterprise, status, limit, offset)?;
         Ok((page, limit, offset))
+    }
+
+    /// [`Self::get`], with the answer handed to `done` instead of returned, through
+    /// [`KeyStore::fetch_key`]: the store may read the keys asked for at the same time
+    /// together, and answer on a thread of its own.
+    pub fn fetch(&self, admin: &EnterpriseAdmin, key_id: &str, done: KeyAnswer) {
+        let not_found = DomainError::KeyNotFound(key_id.escape_debug().to_string());
+        // A keyId that could never have been registered is not looked up at all.
+        let Ok(key_id) = KeyId::parse(key_id) else {
+            return done(Err(not_found));
+        };
+        self.store.fetch_key(
+            &admin.enterprise,
+            key_id.as_str(),
+            Box::new(move |read| {
+                done(
+                    read.map_err(DomainError::from)
+                        .and_then(|key| key.ok_or(not_found)),
+                );
+            }),
+        );
     }
 
     /// One key by its keyId.

@@ -1,16 +1,18 @@
-//! Keys read for verifications whose key is not in memory, several at a time.
+//! Keys read for gets and for verifications whose key is not in memory, several at a
+//! time.
 //!
 //! A verification names its key by (enterprise, keyId); the first one of a key since
 //! the process started (or since the key fell out of the bounded cache) reads it from
 //! the database. On a database of many keys that is most verifications, and one read
 //! each, on a thread of its own, cost more than the signature check: on PostgreSQL a
-//! round trip with its statement and its wake-ups on both sides. So, as replay records
-//! are written, keys are read by one thread per process, which takes every read waiting
-//! at that moment and answers each caller when its batch is read: on PostgreSQL in one
-//! statement; on SQLite one after the other on one connection (there a read is a little
-//! CPU, and the HTTP layer reads keys on blocking threads instead, in parallel). An
-//! idle service reads a lone key at once; under load, the reads asked for during one
-//! batch make up the next.
+//! round trip with its statement and its wake-ups on both sides. A get reads one key
+//! too. So, as replay records are written, keys are read by one thread per process,
+//! which takes every read waiting at that moment and answers each caller when its batch
+//! is read: on PostgreSQL in one statement; on SQLite one distinct key after the other
+//! on one connection. A key asked for twice in a batch is read once. Every read of a
+//! batch starts after each of its requests was queued, so no answer is older than its
+//! request. An idle service reads a lone key at once; under load, the reads asked for
+//! during one batch make up the next.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, OnceLock};
@@ -127,7 +129,11 @@ fn read(pool: &Pool, batch: &[Job]) -> Result<Found, StoreError> {
     let rows: Vec<KeyRow> = match &mut *conn {
         DbConnection::Sqlite(c) => {
             let mut rows = Vec::with_capacity(batch.len());
+            let mut read = std::collections::HashSet::new();
             for job in batch {
+                if !read.insert((job.enterprise.as_str(), job.key_id.as_str())) {
+                    continue;
+                }
                 rows.extend(
                     webhook_keys::table
                         .filter(webhook_keys::enterprise_id.eq(&job.enterprise))
