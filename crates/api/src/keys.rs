@@ -14,7 +14,7 @@ use crate::dto::{
     KeyDetail, KeyList, KeySummary, RegisterKeyRequest, RegisteredKey, Revoked, Status,
 };
 use crate::error::error_responses;
-use crate::state::{blocking, AppState, RequestId};
+use crate::state::{answered, blocking, AppState, RequestId};
 use crate::BASE_PATH;
 
 #[derive(Tags)]
@@ -214,17 +214,11 @@ impl KeysApi {
         let admin = auth.0;
         // The store's key reader reads the keys asked for at the same time together
         // (a key asked for by several requests once); awaited here, without a thread.
-        let (done, read) = tokio::sync::oneshot::channel();
-        state.keys.fetch(
-            &admin,
-            &key_id.0,
-            Box::new(move |result| {
-                let _ = done.send(result);
-            }),
-        );
-        let key = read
-            .await
-            .unwrap_or_else(|_| Err(DomainError::Unavailable("the key read was dropped".into())))?;
+        let key = answered(
+            |done| state.keys.fetch(&admin, &key_id.0, done),
+            || Err(DomainError::Unavailable("the key read was dropped".into())),
+        )
+        .await?;
         Ok(GetResponse::Ok(Direct(KeyDetail::from(key))))
     }
 

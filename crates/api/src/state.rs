@@ -57,6 +57,20 @@ where
     })
 }
 
+/// Awaits the value a store hands to a callback: `start` gives the callback to the
+/// store (which may call it on a thread of its own); `dropped` stands in for the value
+/// if the callback is dropped uncalled. The event loop's thread is not held meanwhile.
+pub async fn answered<T: Send + 'static>(
+    start: impl FnOnce(Box<dyn FnOnce(T) + Send>),
+    dropped: impl FnOnce() -> T,
+) -> T {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    start(Box::new(move |value| {
+        let _ = done.send(value);
+    }));
+    answer.await.unwrap_or_else(|_| dropped())
+}
+
 /// The id of the current request, echoed in `X-Request-Id` and written to the audit trail.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);

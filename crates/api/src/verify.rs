@@ -13,7 +13,7 @@ use crate::auth::AdminAuth;
 use crate::body::JsonBody;
 use crate::direct::Direct;
 use crate::error::error_responses;
-use crate::state::{blocking, AppState};
+use crate::state::{answered, blocking, AppState};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -194,16 +194,11 @@ impl VerifyApi {
             step = None;
         }
         if let Some(VerifyStep::Load(load)) = step {
-            let (done, read) = tokio::sync::oneshot::channel();
-            keys.fetch_key(
-                &load,
-                Box::new(move |result| {
-                    let _ = done.send(result);
-                }),
-            );
-            let read = read.await.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable("the key read was dropped".into()))
-            });
+            let read = answered(
+                |done| keys.fetch_key(&load, done),
+                || Err(StoreError::Unavailable("the key read was dropped".into())),
+            )
+            .await;
             step = match keys.learn_key(load, read)? {
                 Some(rejection) => Some(VerifyStep::Done(Verification::Invalid(rejection))),
                 // Forgotten again already (a full cache): read it on a blocking thread.
@@ -229,18 +224,15 @@ impl VerifyApi {
                 .into())
             }
             VerifyStep::Record(pending) => {
-                let (done, outcome) = tokio::sync::oneshot::channel();
-                keys.submit(
-                    &pending,
-                    Box::new(move |result| {
-                        let _ = done.send(result);
-                    }),
-                );
-                let outcome = outcome.await.unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable(
-                        "the replay record was dropped".into(),
-                    ))
-                });
+                let outcome = answered(
+                    |done| keys.submit(&pending, done),
+                    || {
+                        Err(StoreError::Unavailable(
+                            "the replay record was dropped".into(),
+                        ))
+                    },
+                )
+                .await;
                 keys.finish(pending, outcome)?
             }
         };

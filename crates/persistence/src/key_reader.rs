@@ -41,8 +41,8 @@ struct Job {
     done: KeyFetched,
 }
 
-/// The handle verifications use. The thread starts with the first read and stops when
-/// the last handle is gone.
+/// The handle gets and verifications use. The thread starts with the first read and stops
+/// when the last handle is gone.
 pub(crate) struct KeyReader {
     pool: Pool,
     jobs: OnceLock<mpsc::Sender<Job>>,
