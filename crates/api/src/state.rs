@@ -17,7 +17,9 @@ pub struct AppState {
     pub metrics: Option<MetricsRenderer>,
     /// Whether short database reads run in place on the event loop: right for an
     /// embedded database (SQLite), where a read is a little CPU and handing it to
-    /// another thread costs more than the read; wrong for a networked one.
+    /// another thread costs more than the read; wrong for a networked one. It also
+    /// decides where a verification reads a key it does not hold: on a blocking thread
+    /// when true, from the store's key reader when false.
     pub reads_inline: bool,
 }
 

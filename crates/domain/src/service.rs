@@ -497,9 +497,9 @@ impl KeyService {
         Ok((page, limit, offset))
     }
 
-    /// [`Self::get`], with the answer handed to `done` instead of returned, through
-    /// [`KeyStore::fetch_key`]: the store may read the keys asked for at the same time
-    /// together, and answer on a thread of its own.
+    /// One key by its keyId, handed to `done` (`KeyNotFound` when there is none). Read
+    /// through [`KeyStore::fetch_key`]: the store may read the keys asked for at the
+    /// same time together, and answer on a thread of its own.
     pub fn fetch(&self, admin: &EnterpriseAdmin, key_id: &str, done: KeyAnswer) {
         let not_found = DomainError::KeyNotFound(key_id.escape_debug().to_string());
         // A keyId that could never have been registered is not looked up at all.
@@ -516,16 +516,6 @@ impl KeyService {
                 );
             }),
         );
-    }
-
-    /// One key by its keyId.
-    pub fn get(&self, admin: &EnterpriseAdmin, key_id: &str) -> Result<StoredKey, DomainError> {
-        let not_found = || DomainError::KeyNotFound(key_id.escape_debug().to_string());
-        // A keyId that could never have been registered is not looked up at all.
-        let key_id = KeyId::parse(key_id).map_err(|_| not_found())?;
-        self.store
-            .get_key(&admin.enterprise, key_id.as_str())?
-            .ok_or_else(not_found)
     }
 
     /// Verifies `token` as the answer to `evaluation_id`: [`Self::check`], then the
