@@ -7,8 +7,12 @@
 //! impls that emit the same members in the same order as the tree (alphabetical, the
 //! order of its maps), so the bytes are the same; a test compares them. The members'
 //! own values (enums, timestamps, nullable fields) derive `Serialize` beside their
-//! documented names.
+//! documented names. A body is rendered when the response is made, so one rendering can
+//! answer several requests (a page of keys read once for all who asked).
 
+use std::marker::PhantomData;
+
+use bytes::Bytes;
 use poem::http::header;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::{Json, Payload};
@@ -24,8 +28,47 @@ use crate::verify::VerifyResult;
 const CONTENT_TYPE: &str = <Json<String> as Payload>::CONTENT_TYPE;
 
 /// A JSON response body documented as `T` and written by its `Serialize` impl.
-#[derive(Debug)]
-pub struct Direct<T>(pub T);
+pub struct Direct<T> {
+    /// `None` when rendering failed (answered as an internal error).
+    body: Option<Bytes>,
+    documented: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> Direct<T> {
+    /// Renders `value`.
+    pub fn new(value: &T) -> Self {
+        Self::rendered(render(value))
+    }
+}
+
+impl<T> Direct<T> {
+    /// A body [`render`]ed before, of a `T`.
+    pub fn rendered(body: Option<Bytes>) -> Self {
+        Self {
+            body,
+            documented: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Direct<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Direct").field(&self.body).finish()
+    }
+}
+
+/// `value` as JSON, or `None` (logged) if it cannot be written.
+pub fn render<T: Serialize>(value: &T) -> Option<Bytes> {
+    // Room for a page of keys at once, instead of doubling up to it.
+    let mut body = Vec::with_capacity(4096);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => Some(body.into()),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot render a response body");
+            None
+        }
+    }
+}
 
 impl<T: Type> Payload for Direct<T> {
     const CONTENT_TYPE: &'static str = CONTENT_TYPE;
@@ -43,25 +86,20 @@ impl<T: Type> Payload for Direct<T> {
     }
 }
 
-impl<T: Serialize + Send> IntoResponse for Direct<T> {
+impl<T: Send> IntoResponse for Direct<T> {
     fn into_response(self) -> Response {
-        // Room for a page of keys at once, instead of doubling up to it.
-        let mut body = Vec::with_capacity(4096);
-        match serde_json::to_writer(&mut body, &self.0) {
-            Ok(()) => Response::builder()
+        match self.body {
+            Some(body) => Response::builder()
                 .header(header::CONTENT_TYPE, CONTENT_TYPE)
                 .body(body),
-            Err(err) => {
-                tracing::error!(error = %err, "cannot render a response body");
-                Response::builder()
-                    .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
-                    .finish()
-            }
+            None => Response::builder()
+                .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                .finish(),
         }
     }
 }
 
-impl<T: Type + Serialize + Send> ApiResponse for Direct<T> {
+impl<T: Type + Send> ApiResponse for Direct<T> {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
@@ -218,7 +256,7 @@ mod tests {
     #[test]
     fn a_page_is_written_byte_for_byte_as_the_value_tree_would_be() {
         let list = KeyList {
-            keys: keys().into_iter().map(KeySummary::from).collect(),
+            keys: keys().iter().map(KeySummary::from).collect(),
             total: 3,
             limit: 50,
             prev_id: 0,

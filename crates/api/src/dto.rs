@@ -205,25 +205,24 @@ pub struct KeySummary {
     pub last_verified_date: Option<DateTime>,
 }
 
-/// Takes the key by value: a page converts every key it lists, and moving its strings
-/// saves copying them.
-impl From<StoredKey> for KeySummary {
-    fn from(key: StoredKey) -> Self {
-        let (algorithm, jwks_uri) = match key.source {
-            KeySource::Inline { algorithm, .. } => (Some(Algorithm::from(algorithm)), None),
-            KeySource::JwksUri(uri) => (None, Some(uri)),
+/// Borrows the key: a page's keys may be shared by every request that asked for it.
+impl From<&StoredKey> for KeySummary {
+    fn from(key: &StoredKey) -> Self {
+        let (algorithm, jwks_uri) = match &key.source {
+            KeySource::Inline { algorithm, .. } => (Some(Algorithm::from(*algorithm)), None),
+            KeySource::JwksUri(uri) => (None, Some(uri.clone())),
         };
         Self {
             id: key.id,
-            key_id: key.key_id,
-            key_name: key.key_name,
+            key_id: key.key_id.clone(),
+            key_name: key.key_name.clone(),
             algorithm: Nullable(algorithm),
             status: key.status.into(),
             created_date: key.created_at.into(),
-            created_by: key.created_by,
+            created_by: key.created_by.clone(),
             jwks_uri,
             revoked_date: key.revoked_at.map(DateTime::from),
-            revoked_by: key.revoked_by,
+            revoked_by: key.revoked_by.clone(),
             last_verified_date: key.last_verified_at.map(DateTime::from),
         }
     }
@@ -267,7 +266,7 @@ impl From<StoredKey> for KeyDetail {
             KeySource::JwksUri(_) => (None, None),
         };
         Self {
-            summary: key.into(),
+            summary: KeySummary::from(&key),
             jwk,
             thumbprint,
         }

@@ -1,6 +1,9 @@
 //! The key operations: register, list, get and revoke.
 
-use keyward_domain::DomainError;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use keyward_domain::{DomainError, Listed};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -9,7 +12,7 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::auth::AdminAuth;
 use crate::body::JsonBody;
-use crate::direct::Direct;
+use crate::direct::{render, Direct};
 use crate::dto::{
     KeyDetail, KeyList, KeySummary, RegisterKeyRequest, RegisteredKey, Revoked, Status,
 };
@@ -177,18 +180,21 @@ impl KeysApi {
         prev_id: Query<i64>,
     ) -> Result<ListResponse, ListError> {
         let admin = auth.0;
-        let keys = state.keys.clone();
         let status = status.0.map(|s| s.domain().as_str());
-        let (limit, offset) = (limit.0, prev_id.0);
-        let (page, limit, offset) = state
-            .read(move || keys.list(&admin, status, Some(limit), Some(offset)))
-            .await?;
-        Ok(ListResponse::Ok(Direct(KeyList {
-            keys: page.keys.into_iter().map(KeySummary::from).collect(),
-            total: page.total,
-            limit,
-            prev_id: offset,
-        })))
+        // The store's key reader reads a page asked for by several requests at the same
+        // time once; awaited here, without a thread.
+        let listed = answered(
+            |done| {
+                state
+                    .keys
+                    .list(&admin, status, Some(limit.0), Some(prev_id.0), done);
+            },
+            || Err(DomainError::Unavailable("the page read was dropped".into())),
+        )
+        .await?;
+        Ok(ListResponse::Ok(Direct::rendered(
+            state.last_page.body(listed),
+        )))
     }
 
     /// Get a webhook signing key
@@ -219,7 +225,7 @@ impl KeysApi {
             || Err(DomainError::Unavailable("the key read was dropped".into())),
         )
         .await?;
-        Ok(GetResponse::Ok(Direct(KeyDetail::from(key))))
+        Ok(GetResponse::Ok(Direct::new(&KeyDetail::from(key))))
     }
 
     /// Revoke a webhook signing key
@@ -253,6 +259,34 @@ impl KeysApi {
             revoked_at: revoked_at.into(),
             revoked_by: key.revoked_by.clone().unwrap_or_default(),
         })))
+    }
+}
+
+/// The body of the page of keys rendered last, with the read it was rendered from: the
+/// requests one read of a page answers (see `KeyStore::fetch_page`) share one rendering.
+/// A page read again is a new read, rendered again.
+#[derive(Debug, Default)]
+pub struct LastPage(Mutex<Option<(Listed, Bytes)>>);
+
+impl LastPage {
+    fn body(&self, listed: Listed) -> Option<Bytes> {
+        let same = |last: &Listed| {
+            Arc::ptr_eq(&last.page, &listed.page)
+                && (last.limit, last.offset) == (listed.limit, listed.offset)
+        };
+        if let Some((last, body)) = &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            if same(last) {
+                return Some(body.clone());
+            }
+        }
+        let body = render(&KeyList {
+            keys: listed.page.keys.iter().map(KeySummary::from).collect(),
+            total: listed.page.total,
+            limit: listed.limit,
+            prev_id: listed.offset,
+        })?;
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((listed, body.clone()));
+        Some(body)
     }
 }
 

@@ -23,7 +23,7 @@ use poem_openapi::OpenApiService;
 
 pub use body::BodyLimit;
 pub use error::{ApiError, ErrorBody};
-pub use keys::KeysApi;
+pub use keys::{KeysApi, LastPage};
 pub use state::{AppState, MetricsRenderer, RequestId};
 
 /// Where the API lives.

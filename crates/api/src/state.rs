@@ -21,10 +21,12 @@ pub struct AppState {
     /// decides where a verification reads a key it does not hold: on a blocking thread
     /// when true, from the store's key reader when false.
     pub reads_inline: bool,
+    /// The page of keys rendered last, for the requests its read answers.
+    pub last_page: Arc<crate::keys::LastPage>,
 }
 
 impl AppState {
-    /// Runs a short database read (authorization, list): in place when
+    /// Runs a short database read (an authorization): in place when
     /// [`Self::reads_inline`] and a pooled connection is idle (so the event loop does not
     /// queue for one; if another thread takes it first, the read waits for the next),
     /// otherwise on the blocking pool.

@@ -237,7 +237,9 @@ impl VerifyApi {
             }
         };
         count_verification(&verification);
-        Ok(VerifyResponse::Ok(Direct(VerifyResult::from(verification))))
+        Ok(VerifyResponse::Ok(Direct::new(&VerifyResult::from(
+            verification,
+        ))))
     }
 }
 

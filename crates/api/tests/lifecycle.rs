@@ -57,6 +57,24 @@ on_both_backends! {
         }
     }
 
+    a_page_listed_again_shows_what_changed_since(db) {
+        // The same page read again after a registration and after a revocation: each
+        // listing is read and rendered for its own request, never answered with the
+        // body of an earlier read.
+        let h = Harness::new(db);
+        let path = keys_path("acme");
+        let list = || h.call(Method::GET, &path, Some(&h.admin), None);
+        assert_eq!(h.register("acme", &inline(ed25519_jwk(1), "k0")).await.status, StatusCode::CREATED);
+        let first = list().await;
+        assert_eq!((key_ids(&first), first.body["total"].clone()), (vec!["k0".to_owned()], json!(1)));
+        assert_eq!(h.register("acme", &inline(ed25519_jwk(2), "k1")).await.status, StatusCode::CREATED);
+        let second = list().await;
+        assert_eq!((key_ids(&second), second.body["total"].clone()), (vec!["k0".to_owned(), "k1".to_owned()], json!(2)));
+        assert_eq!(h.call(Method::DELETE, &format!("{}/k0", keys_path("acme")), Some(&h.admin), None).await.status, StatusCode::OK);
+        let third = list().await;
+        assert_eq!((third.body["keys"][0]["status"].clone(), third.body["keys"][1]["status"].clone()), (json!("REVOKED"), json!("ACTIVE")));
+    }
+
     get_returns_the_public_jwk_and_thumbprint(db) {
         let h = Harness::new(db);
         let body = json!({"jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}, "keyId": "rfc"});

@@ -4,6 +4,8 @@
 //! Outcomes that are rules (a keyId already used, a limit reached) come back as values;
 //! [`StoreError`] is only for the store itself failing.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use crate::auth::{Role, TokenGrant};
@@ -88,6 +90,24 @@ pub trait KeyStore: Send + Sync {
         limit: u32,
         offset: u64,
     ) -> Result<KeyPage, StoreError>;
+
+    /// [`Self::list_keys`], with the page handed to `done` (on some thread of the
+    /// store's) instead of returned: a store may read the same page asked for by
+    /// several requests at the same time once, and answer each with it. By default,
+    /// reads at once, on the caller's thread.
+    fn fetch_page(
+        &self,
+        enterprise: &EnterpriseId,
+        status: Option<KeyStatus>,
+        limit: u32,
+        offset: u64,
+        done: PageFetched,
+    ) {
+        done(
+            self.list_keys(enterprise, status, limit, offset)
+                .map(Arc::new),
+        );
+    }
 
     fn get_key(
         &self,
@@ -228,6 +248,10 @@ pub type RecordDone = Box<dyn FnOnce(Result<RecordOutcome, StoreError>) + Send>;
 
 /// Called once with a key read by [`KeyStore::fetch_key`].
 pub type KeyFetched = Box<dyn FnOnce(Result<Option<StoredKey>, StoreError>) + Send>;
+
+/// Called once with a page read by [`KeyStore::fetch_page`] (shared by every request
+/// that asked for the same page at the same time).
+pub type PageFetched = Box<dyn FnOnce(Result<Arc<KeyPage>, StoreError>) + Send>;
 
 /// What a JWKS URI said about a kid.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -259,6 +259,54 @@ pub enum VerifyStep {
 /// Called once with the key [`KeyService::fetch`] read.
 pub type KeyAnswer = Box<dyn FnOnce(Result<StoredKey, DomainError>) + Send>;
 
+/// Called once with the page [`KeyService::list`] read.
+pub type PageAnswer = Box<dyn FnOnce(Result<Listed, DomainError>) + Send>;
+
+/// A page of keys and the query that chose it (limit and offset as applied).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub page: Arc<KeyPage>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// A listing's status filter, page size and offset, checked.
+fn list_query(
+    status: Option<&str>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+) -> Result<(Option<KeyStatus>, u32, u64), DomainError> {
+    let status = status
+        .map(|s| {
+            KeyStatus::parse(s).ok_or_else(|| {
+                DomainError::InvalidRequest(format!(
+                    "status '{}' is not a key status; use ACTIVE or REVOKED",
+                    s.escape_debug()
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = match limit {
+        None => LIST_LIMIT_DEFAULT,
+        Some(l) if (1..=i64::from(LIST_LIMIT_MAX)).contains(&l) => l as u32,
+        Some(l) => {
+            return Err(DomainError::InvalidRequest(format!(
+                "limit {l} is out of range; use 1 to {LIST_LIMIT_MAX}"
+            )))
+        }
+    };
+    let offset = match offset {
+        None => 0,
+        Some(o) if o >= 0 => o as u64,
+        Some(o) => {
+            return Err(DomainError::InvalidRequest(format!(
+                "prevId {o} is out of range; use an offset of 0 or more"
+            )))
+        }
+    };
+    Ok((status, limit, offset))
+}
+
 /// A key a token names, to read from the store.
 #[derive(Debug)]
 pub struct KeyToLoad {
@@ -455,46 +503,34 @@ impl KeyService {
         }
     }
 
-    /// One page of the enterprise's keys, oldest first.
+    /// One page of the enterprise's keys, oldest first, handed to `done`. Read through
+    /// [`KeyStore::fetch_page`]: requests for the same page at the same time may share
+    /// one read, and the answer may come on a thread of the store's.
     pub fn list(
         &self,
         admin: &EnterpriseAdmin,
         status: Option<&str>,
         limit: Option<i64>,
         offset: Option<i64>,
-    ) -> Result<(KeyPage, u32, u64), DomainError> {
-        let status = status
-            .map(|s| {
-                KeyStatus::parse(s).ok_or_else(|| {
-                    DomainError::InvalidRequest(format!(
-                        "status '{}' is not a key status; use ACTIVE or REVOKED",
-                        s.escape_debug()
-                    ))
-                })
-            })
-            .transpose()?;
-        let limit = match limit {
-            None => LIST_LIMIT_DEFAULT,
-            Some(l) if (1..=i64::from(LIST_LIMIT_MAX)).contains(&l) => l as u32,
-            Some(l) => {
-                return Err(DomainError::InvalidRequest(format!(
-                    "limit {l} is out of range; use 1 to {LIST_LIMIT_MAX}"
-                )))
-            }
+        done: PageAnswer,
+    ) {
+        let (status, limit, offset) = match list_query(status, limit, offset) {
+            Ok(query) => query,
+            Err(refused) => return done(Err(refused)),
         };
-        let offset = match offset {
-            None => 0,
-            Some(o) if o >= 0 => o as u64,
-            Some(o) => {
-                return Err(DomainError::InvalidRequest(format!(
-                    "prevId {o} is out of range; use an offset of 0 or more"
-                )))
-            }
-        };
-        let page = self
-            .store
-            .list_keys(&admin.enterprise, status, limit, offset)?;
-        Ok((page, limit, offset))
+        self.store.fetch_page(
+            &admin.enterprise,
+            status,
+            limit,
+            offset,
+            Box::new(move |read| {
+                done(read.map_err(DomainError::from).map(|page| Listed {
+                    page,
+                    limit,
+                    offset,
+                }));
+            }),
+        );
     }
 
     /// One key by its keyId, handed to `done` (`KeyNotFound` when there is none). Read

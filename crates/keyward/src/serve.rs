@@ -87,6 +87,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             keyward_persistence::DatabaseUrl::parse(&args.database_url),
             Ok(keyward_persistence::DatabaseUrl::Sqlite(_))
         ),
+        last_page: Default::default(),
     };
     runtime.block_on(async move {
         tokio::spawn(purge_replay_records(keys.clone()));

@@ -1,5 +1,5 @@
-//! Keys read for gets and for verifications whose key is not in memory, several at a
-//! time.
+//! Keys read for gets, lists and verifications whose key is not in memory, several at
+//! a time.
 //!
 //! A verification names its key by (enterprise, keyId); the first one of a key since
 //! the process started (or since the key fell out of the bounded cache) reads it from
@@ -13,20 +13,24 @@
 //! batch starts after each of its requests was queued, so no answer is older than its
 //! request. An idle service reads a lone key at once; under load, the reads asked for
 //! during one batch make up the next.
+//!
+//! Pages of a listing go the same way: the same page (enterprise, status, limit,
+//! offset) asked for by several requests of a batch is read once, with its count, and
+//! each of them is answered with it; distinct pages are read one after the other.
 
 use std::collections::HashMap;
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use diesel::prelude::*;
-use keyward_domain::ports::KeyFetched;
-use keyward_domain::{StoreError, StoredKey};
+use keyward_domain::ports::{KeyFetched, PageFetched};
+use keyward_domain::{KeyPage, KeyStatus, StoreError, StoredKey};
 
 use crate::db::{DbConnection, Pool};
 use crate::prepared::{Bind, Prepared};
 use crate::rows::KeyRow;
 use crate::schema::webhook_keys;
 
-/// Most keys read in one batch.
+/// Most reads (keys and pages) taken in one batch.
 const MAX_BATCH: usize = 256;
 
 /// PostgreSQL: the keys of the pairs asked about (the same pair twice reads one row).
@@ -34,11 +38,26 @@ const POSTGRES_KEYS: &str = "\
 SELECT DISTINCT ON (k.seq) k.* FROM unnest($1::text[], $2::text[]) AS asked (enterprise_id, key_id)
 JOIN webhook_keys k ON k.enterprise_id = asked.enterprise_id AND k.key_id = asked.key_id";
 
+/// One read to make.
+enum Job {
+    Key(KeyJob),
+    Page(PageQuery, PageFetched),
+}
+
 /// One key to read.
-struct Job {
+struct KeyJob {
     enterprise: String,
     key_id: String,
     done: KeyFetched,
+}
+
+/// One page of a listing.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PageQuery {
+    enterprise: String,
+    status: Option<KeyStatus>,
+    limit: u32,
+    offset: u64,
 }
 
 /// The handle gets and verifications use. The thread starts with the first read and stops
@@ -65,15 +84,39 @@ impl KeyReader {
     /// Queues the read of `key_id` in `enterprise`; `done` gets the key, or `None` when
     /// there is no such key.
     pub(crate) fn fetch(&self, enterprise: &str, key_id: &str, done: KeyFetched) {
-        let job = Job {
+        self.queue(Job::Key(KeyJob {
             enterprise: enterprise.to_owned(),
             key_id: key_id.to_owned(),
             done,
+        }));
+    }
+
+    /// Queues the read of one page of `enterprise`'s keys; `done` gets it, shared with
+    /// the other requests for the same page in its batch.
+    pub(crate) fn list(
+        &self,
+        enterprise: &str,
+        status: Option<KeyStatus>,
+        limit: u32,
+        offset: u64,
+        done: PageFetched,
+    ) {
+        let query = PageQuery {
+            enterprise: enterprise.to_owned(),
+            status,
+            limit,
+            offset,
         };
+        self.queue(Job::Page(query, done));
+    }
+
+    fn queue(&self, job: Job) {
         if let Err(mpsc::SendError(job)) = self.jobs.get_or_init(|| self.start()).send(job) {
-            (job.done)(Err(StoreError::Unavailable(
-                "the key reader stopped".into(),
-            )));
+            let stopped = StoreError::Unavailable("the key reader stopped".into());
+            match job {
+                Job::Key(job) => (job.done)(Err(stopped)),
+                Job::Page(_, done) => done(Err(stopped)),
+            }
         }
     }
 
@@ -95,38 +138,77 @@ impl KeyReader {
 /// Reads batches until every handle is gone.
 fn run(pool: &Pool, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let (mut keys, mut pages) = (Vec::new(), Vec::new());
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(job) = next {
+            match job {
+                Job::Key(job) => keys.push(job),
+                Job::Page(query, done) => pages.push((query, done)),
             }
+            taken += 1;
+            next = (taken < MAX_BATCH).then(|| queue.try_recv().ok()).flatten();
         }
-        match read(pool, &batch) {
-            Ok(found) => {
-                for job in batch {
-                    // The same key may be asked for twice in a batch.
-                    let key = found.get(&(job.enterprise, job.key_id)).cloned();
-                    (job.done)(key.transpose());
-                }
-            }
+        let mut conn = match pool.get() {
+            Ok(conn) => conn,
             Err(err) => {
-                for job in batch {
+                let err = StoreError::Unavailable(err.to_string());
+                for job in keys {
                     (job.done)(Err(err.clone()));
                 }
+                for (_, done) in pages {
+                    done(Err(err.clone()));
+                }
+                continue;
+            }
+        };
+        if !keys.is_empty() {
+            answer_keys(&mut conn, keys);
+        }
+        if !pages.is_empty() {
+            answer_pages(&mut conn, pages);
+        }
+    }
+}
+
+/// Reads the keys of `batch` and answers each of its jobs.
+fn answer_keys(conn: &mut DbConnection, batch: Vec<KeyJob>) {
+    match read_keys(conn, &batch) {
+        Ok(found) => {
+            for job in batch {
+                // The same key may be asked for twice in a batch.
+                let key = found.get(&(job.enterprise, job.key_id)).cloned();
+                (job.done)(key.transpose());
             }
         }
+        Err(err) => {
+            for job in batch {
+                (job.done)(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Reads each distinct page of `batch` once and answers every job with its page.
+fn answer_pages(conn: &mut DbConnection, batch: Vec<(PageQuery, PageFetched)>) {
+    let mut read: HashMap<PageQuery, Result<Arc<KeyPage>, StoreError>> = HashMap::new();
+    for (query, done) in batch {
+        let page = read
+            .entry(query)
+            .or_insert_with_key(|q| {
+                crate::repo::read_page(conn, &q.enterprise, q.status, q.limit, q.offset)
+                    .map(Arc::new)
+            })
+            .clone();
+        done(page);
     }
 }
 
 type Found = HashMap<(String, String), Result<StoredKey, StoreError>>;
 
 /// The keys of `batch` that exist, by (enterprise, keyId).
-fn read(pool: &Pool, batch: &[Job]) -> Result<Found, StoreError> {
-    let mut conn = pool
-        .get()
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    let rows: Vec<KeyRow> = match &mut *conn {
+fn read_keys(conn: &mut DbConnection, batch: &[KeyJob]) -> Result<Found, StoreError> {
+    let rows: Vec<KeyRow> = match conn {
         DbConnection::Sqlite(c) => {
             let mut rows = Vec::with_capacity(batch.len());
             let mut read = std::collections::HashSet::new();

@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use keyward_domain::ports::{
-    AdminOutcome, AdminStore, GrantWindow, InsertOutcome, KeyFetched, KeyStore, ReadinessProbe,
-    RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
+    AdminOutcome, AdminStore, GrantWindow, InsertOutcome, KeyFetched, KeyStore, PageFetched,
+    ReadinessProbe, RecordDone, RecordOutcome, ReplayRecord, RevokeOutcome, VerificationStore,
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
@@ -902,40 +902,25 @@ impl KeyStore for Repository {
         limit: u32,
         offset: u64,
     ) -> Result<KeyPage, StoreError> {
-        let mut conn = self.conn()?;
-        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        // Two static queries rather than one boxed query, whose SQL Diesel builds again
-        // on every call; both run on the backend's own connection (see `on_backend`).
-        macro_rules! page {
-            ($filtered:expr) => {
-                on_backend!(&mut *conn, |c| {
-                    let total: i64 = $filtered.count().get_result(c).map_err(store_error)?;
-                    let rows: Vec<KeyRow> = $filtered
-                        .select(KeyRow::as_select())
-                        .order(webhook_keys::seq.asc())
-                        .limit(i64::from(limit))
-                        .offset(offset)
-                        .load(c)
-                        .map_err(store_error)?;
-                    (total, rows)
-                })
-            };
-        }
-        let of_enterprise = webhook_keys::enterprise_id.eq(enterprise.as_str());
-        let (total, rows) = match status {
-            None => page!(webhook_keys::table.filter(of_enterprise)),
-            Some(status) => page!(webhook_keys::table
-                .filter(of_enterprise)
-                .filter(webhook_keys::status.eq(status.as_str()))),
-        };
-        let keys = rows
-            .into_iter()
-            .map(StoredKey::try_from)
-            .collect::<Result<_, _>>()?;
-        Ok(KeyPage {
-            keys,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        read_page(
+            &mut *self.conn()?,
+            enterprise.as_str(),
+            status,
+            limit,
+            offset,
+        )
+    }
+
+    fn fetch_page(
+        &self,
+        enterprise: &EnterpriseId,
+        status: Option<KeyStatus>,
+        limit: u32,
+        offset: u64,
+        done: PageFetched,
+    ) {
+        self.keys
+            .list(enterprise.as_str(), status, limit, offset, done);
     }
 
     fn get_key(
@@ -1211,6 +1196,49 @@ impl AdminStore for Repository {
             .map_err(store_error)?;
         Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
+}
+
+/// One page of `enterprise`'s keys on `conn`, with the number of keys the filter matches.
+pub(crate) fn read_page(
+    conn: &mut DbConnection,
+    enterprise: &str,
+    status: Option<KeyStatus>,
+    limit: u32,
+    offset: u64,
+) -> Result<KeyPage, StoreError> {
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    // Two static queries rather than one boxed query, whose SQL Diesel builds again
+    // on every call; both run on the backend's own connection (see `on_backend`).
+    macro_rules! page {
+        ($filtered:expr) => {
+            on_backend!(&mut *conn, |c| {
+                let total: i64 = $filtered.count().get_result(c).map_err(store_error)?;
+                let rows: Vec<KeyRow> = $filtered
+                    .select(KeyRow::as_select())
+                    .order(webhook_keys::seq.asc())
+                    .limit(i64::from(limit))
+                    .offset(offset)
+                    .load(c)
+                    .map_err(store_error)?;
+                (total, rows)
+            })
+        };
+    }
+    let of_enterprise = webhook_keys::enterprise_id.eq(enterprise);
+    let (total, rows) = match status {
+        None => page!(webhook_keys::table.filter(of_enterprise)),
+        Some(status) => page!(webhook_keys::table
+            .filter(of_enterprise)
+            .filter(webhook_keys::status.eq(status.as_str()))),
+    };
+    let keys = rows
+        .into_iter()
+        .map(StoredKey::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(KeyPage {
+        keys,
+        total: u64::try_from(total).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]

@@ -171,6 +171,48 @@ on_both_backends! {
         }
     }
 
+    pages_fetched_at_once_each_get_their_own_answer(db) {
+        let repo = db.repository();
+        let (acme, other) = (enterprise(&repo, "acme"), enterprise(&repo, "other"));
+        for i in 0..6 {
+            assert!(matches!(repo.insert_key(&new_key(&acme, &format!("k{i}"), &format!("T{i}")), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        assert!(matches!(repo.insert_key(&new_key(&other, "o0", "TO"), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        let k1 = KeyId::parse("k1").expect("id");
+        assert!(matches!(repo.revoke_key(&acme, &k1, Timestamp::from_millis(5), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        // Pages that differ from the first in one thing each (enterprise, status, limit,
+        // offset), each asked for from several threads at once, so that reads share
+        // batches: the same page is answered to each, and no page with another's.
+        let asked = [
+            (&acme, None, 3, 0), (&other, None, 3, 0), (&acme, Some(KeyStatus::Active), 3, 0),
+            (&acme, Some(KeyStatus::Revoked), 3, 0), (&acme, None, 2, 0), (&acme, None, 3, 2),
+            (&acme, None, 3, 100),
+        ];
+        let (answers, results) = std::sync::mpsc::channel();
+        let barrier = Arc::new(Barrier::new(asked.len() * 8));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                for (i, &(e, status, limit, offset)) in asked.iter().enumerate() {
+                    let (answers, barrier, repo) = (answers.clone(), barrier.clone(), &repo);
+                    s.spawn(move || {
+                        barrier.wait();
+                        repo.fetch_page(e, status, limit, offset, Box::new(move |read| {
+                            let _ = answers.send((i, read));
+                        }));
+                    });
+                }
+            }
+        });
+        drop(answers);
+        let results: Vec<_> = results.iter().collect();
+        assert_eq!(results.len(), asked.len() * 8);
+        for (i, read) in results {
+            let (e, status, limit, offset) = asked[i];
+            let expected = repo.list_keys(e, status, limit, offset).expect("list");
+            assert_eq!(*read.expect("read"), expected, "{} {status:?} {limit} {offset}", e.as_str());
+        }
+    }
+
     key_ids_are_tombstoned_and_thumbprints_unique(db) {
         let repo = db.repository();
         let acme = enterprise(&repo, "acme");

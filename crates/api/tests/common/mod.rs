@@ -171,6 +171,7 @@ impl Harness {
             readiness: Arc::new(repo.clone()),
             metrics: None,
             reads_inline: false,
+            last_page: Default::default(),
         };
         let endpoint = app(
             state,
