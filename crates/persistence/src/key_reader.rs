@@ -14,9 +14,11 @@
 //! request. An idle service reads a lone key at once; under load, the reads asked for
 //! during one batch make up the next.
 //!
-//! Pages of a listing go the same way: the same page (enterprise, status, limit,
-//! offset) asked for by several requests of a batch is read once, with its count, and
-//! each of them is answered with it; distinct pages are read one after the other.
+//! Pages of a listing go the same way, to page reader threads of their own (a page
+//! costs far more than a key): the same page (enterprise, status, limit, offset) asked
+//! for by several requests of a batch is read once, with its count, and each of them is
+//! answered with it. An enterprise's pages always go to the same page reader, so they
+//! can be shared; pages of enterprises on different readers are read side by side.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, OnceLock};
@@ -32,6 +34,11 @@ use crate::schema::webhook_keys;
 
 /// Most reads (keys and pages) taken in one batch.
 const MAX_BATCH: usize = 256;
+/// Threads reading pages, besides the one reading keys. Each reads the pages of the
+/// enterprises that hash to it, so the same page is always asked of the same thread
+/// (and shared there), while pages of different enterprises, which cost far more than
+/// a key, are read side by side.
+const PAGE_READERS: usize = 2;
 
 /// PostgreSQL: the keys of the pairs asked about (the same pair twice reads one row).
 const POSTGRES_KEYS: &str = "\
@@ -60,11 +67,12 @@ struct PageQuery {
     offset: u64,
 }
 
-/// The handle gets and verifications use. The thread starts with the first read and stops
-/// when the last handle is gone.
+/// The handle gets, lists and verifications use. The threads start with the first read
+/// and stop when the last handle is gone.
 pub(crate) struct KeyReader {
     pool: Pool,
-    jobs: OnceLock<mpsc::Sender<Job>>,
+    /// The key reader's queue, then each page reader's.
+    jobs: OnceLock<Vec<mpsc::Sender<Job>>>,
 }
 
 impl std::fmt::Debug for KeyReader {
@@ -84,11 +92,14 @@ impl KeyReader {
     /// Queues the read of `key_id` in `enterprise`; `done` gets the key, or `None` when
     /// there is no such key.
     pub(crate) fn fetch(&self, enterprise: &str, key_id: &str, done: KeyFetched) {
-        self.queue(Job::Key(KeyJob {
-            enterprise: enterprise.to_owned(),
-            key_id: key_id.to_owned(),
-            done,
-        }));
+        self.queue(
+            0,
+            Job::Key(KeyJob {
+                enterprise: enterprise.to_owned(),
+                key_id: key_id.to_owned(),
+                done,
+            }),
+        );
     }
 
     /// Queues the read of one page of `enterprise`'s keys; `done` gets it, shared with
@@ -107,11 +118,16 @@ impl KeyReader {
             limit,
             offset,
         };
-        self.queue(Job::Page(query, done));
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(enterprise, &mut hasher);
+        let reader = 1 + std::hash::Hasher::finish(&hasher) as usize % PAGE_READERS;
+        self.queue(reader, Job::Page(query, done));
     }
 
-    fn queue(&self, job: Job) {
-        if let Err(mpsc::SendError(job)) = self.jobs.get_or_init(|| self.start()).send(job) {
+    /// Hands `job` to reader thread `reader` (0 reads keys, the others pages).
+    fn queue(&self, reader: usize, job: Job) {
+        let readers = self.jobs.get_or_init(|| self.start());
+        if let Err(mpsc::SendError(job)) = readers[reader].send(job) {
             let stopped = StoreError::Unavailable("the key reader stopped".into());
             match job {
                 Job::Key(job) => (job.done)(Err(stopped)),
@@ -120,18 +136,25 @@ impl KeyReader {
         }
     }
 
-    fn start(&self) -> mpsc::Sender<Job> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let pool = self.pool.clone();
-        let spawned = std::thread::Builder::new()
-            .name("keyward-key-reader".into())
-            .spawn(move || run(&pool, &queue));
-        if let Err(err) = spawned {
-            // The queue's receiver is gone with the closure: every read fails with
-            // "unavailable" in `fetch`.
-            tracing::error!(error = %err, "cannot start the key reader");
-        }
-        jobs
+    fn start(&self) -> Vec<mpsc::Sender<Job>> {
+        (0..=PAGE_READERS)
+            .map(|n| {
+                let (jobs, queue) = mpsc::channel::<Job>();
+                let pool = self.pool.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(match n {
+                        0 => "keyward-key-reader".into(),
+                        n => format!("keyward-page-reader-{n}"),
+                    })
+                    .spawn(move || run(&pool, &queue));
+                if let Err(err) = spawned {
+                    // The queue's receiver is gone with the closure: every read sent
+                    // here fails with "unavailable" in `queue`.
+                    tracing::error!(error = %err, "cannot start a key reader");
+                }
+                jobs
+            })
+            .collect()
     }
 }
 
