@@ -1198,6 +1198,22 @@ impl AdminStore for Repository {
     }
 }
 
+/// PostgreSQL: a page and, on each of its rows, the number of keys the filter matches
+/// (the window is counted before the limit), in one statement.
+const POSTGRES_PAGE: &str = "\
+SELECT k.*, count(*) OVER () AS total FROM webhook_keys k
+WHERE k.enterprise_id = $1 AND ($2::text IS NULL OR k.status = $2)
+ORDER BY k.seq LIMIT $3 OFFSET $4";
+
+/// A row of [`POSTGRES_PAGE`].
+#[derive(QueryableByName)]
+struct CountedKeyRow {
+    #[diesel(embed)]
+    key: KeyRow,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    total: i64,
+}
+
 /// One page of `enterprise`'s keys on `conn`, with the number of keys the filter matches.
 pub(crate) fn read_page(
     conn: &mut DbConnection,
@@ -1207,6 +1223,37 @@ pub(crate) fn read_page(
     offset: u64,
 ) -> Result<KeyPage, StoreError> {
     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    if let DbConnection::Postgres(c) = conn {
+        // One statement instead of a count and a page; a page past the end has no row
+        // to carry the count, and is counted below.
+        let rows: Vec<CountedKeyRow> = Prepared::new(
+            POSTGRES_PAGE,
+            &[
+                Bind::Text(enterprise),
+                Bind::OptionalText(status.map(KeyStatus::as_str)),
+                Bind::BigInt(i64::from(limit)),
+                Bind::BigInt(offset),
+            ],
+        )
+        .load(c)
+        .map_err(store_error)?;
+        if let Some(total) = rows.first().map(|row| row.total) {
+            let keys = rows
+                .into_iter()
+                .map(|row| StoredKey::try_from(row.key))
+                .collect::<Result<_, _>>()?;
+            return Ok(KeyPage {
+                keys,
+                total: u64::try_from(total).unwrap_or(0),
+            });
+        }
+        if offset == 0 {
+            return Ok(KeyPage {
+                keys: Vec::new(),
+                total: 0,
+            });
+        }
+    }
     // Two static queries rather than one boxed query, whose SQL Diesel builds again
     // on every call; both run on the backend's own connection (see `on_backend`).
     macro_rules! page {

@@ -390,7 +390,14 @@ on_both_backends! {
         assert_eq!(active.total, 5);
         assert_eq!(ids(active), ["k2", "k3"]);
         assert_eq!(ids(repo.list_keys(&acme, Some(KeyStatus::Revoked), 10, 0).expect("page")), ["k1", "k4"]);
-        assert!(repo.list_keys(&acme, None, 10, 100).expect("page").keys.is_empty());
+        // Past the end, the count is still the filter's; an enterprise without keys has none.
+        let past_end = repo.list_keys(&acme, None, 10, 100).expect("page");
+        assert_eq!((past_end.keys.len(), past_end.total), (0, 7));
+        let past_revoked = repo.list_keys(&acme, Some(KeyStatus::Revoked), 10, 2).expect("page");
+        assert_eq!((past_revoked.keys.len(), past_revoked.total), (0, 2));
+        let other = enterprise(&repo, "other");
+        let empty = repo.list_keys(&other, None, 10, 0).expect("page");
+        assert_eq!((empty.keys.len(), empty.total), (0, 0));
     }
 
     audit_trail_records_changes_and_refusals_and_is_append_only(db) {
