@@ -1,5 +1,8 @@
 //! The ports: what the use cases need from storage, as traits the persistence crate
-//! implements. They are synchronous; the HTTP layer runs them off the async workers.
+//! implements. Most are synchronous, and the HTTP layer runs them off the async
+//! workers; the ones a store may serve several callers at once with (`fetch_key`,
+//! `fetch_page`, `submit_verification`) hand their answer to a callback instead, which
+//! the caller awaits without holding a thread.
 //!
 //! Outcomes that are rules (a keyId already used, a limit reached) come back as values;
 //! [`StoreError`] is only for the store itself failing.
