@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use keyward_domain::{DomainError, Listed};
+use keyward_domain::{DomainError, KeyPage, Listed};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -264,18 +264,15 @@ impl KeysApi {
 
 /// The body of the page of keys rendered last, with the read it was rendered from: the
 /// requests one read of a page answers (see `KeyStore::fetch_page`) share one rendering.
-/// A page read again is a new read, rendered again.
+/// A read answers one query (enterprise, status, limit, offset), so its `Arc` names the
+/// body; a page read again is a new read, rendered again.
 #[derive(Debug, Default)]
-pub struct LastPage(Mutex<Option<(Listed, Bytes)>>);
+pub struct LastPage(Mutex<Option<(Arc<KeyPage>, Bytes)>>);
 
 impl LastPage {
     fn body(&self, listed: Listed) -> Option<Bytes> {
-        let same = |last: &Listed| {
-            Arc::ptr_eq(&last.page, &listed.page)
-                && (last.limit, last.offset) == (listed.limit, listed.offset)
-        };
-        if let Some((last, body)) = &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
-            if same(last) {
+        if let Some((page, body)) = &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            if Arc::ptr_eq(page, &listed.page) {
                 return Some(body.clone());
             }
         }
@@ -285,7 +282,7 @@ impl LastPage {
             limit: listed.limit,
             prev_id: listed.offset,
         })?;
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((listed, body.clone()));
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((listed.page, body.clone()));
         Some(body)
     }
 }
