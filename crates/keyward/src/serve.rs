@@ -7,6 +7,7 @@ use std::time::Duration;
 use keyward_api::{app, AppState, HttpSettings};
 use keyward_domain::{InsecureHosts, KeyService, Policy};
 use keyward_persistence::PoolOptions;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
@@ -79,10 +80,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         KeyService::new(repository.clone(), crate::clock(), policy)
             .with_jwks_source(Arc::new(fetcher)),
     );
+    let metrics = install_metrics()?;
     let state = AppState {
         keys: keys.clone(),
         readiness: repository,
-        metrics: Some(install_metrics()?),
+        metrics: Some(render_metrics(metrics.clone())),
         reads_inline: matches!(
             keyward_persistence::DatabaseUrl::parse(&args.database_url),
             Ok(keyward_persistence::DatabaseUrl::Sqlite(_))
@@ -90,6 +92,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         last_page: Default::default(),
     };
     runtime.block_on(async move {
+        tokio::spawn(metrics_upkeep(metrics, METRICS_UPKEEP));
         tokio::spawn(purge_replay_records(keys.clone()));
         tokio::spawn(observe_auth_epoch(keys));
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -109,14 +112,24 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Installs the Prometheus recorder and returns what renders `/metrics`.
-fn install_metrics() -> Result<keyward_api::MetricsRenderer, String> {
-    const LATENCY_BUCKETS: [f64; 12] = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-    ];
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+/// How often the latencies recorded since the last time are counted into their
+/// histogram buckets (see [`metrics_upkeep`]).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The latency buckets of `keyward_http_request_duration_seconds`, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+fn metrics_builder() -> Result<PrometheusBuilder, String> {
+    PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
-        .map_err(|e| format!("cannot set up metrics: {e}"))?
+        .map_err(|e| format!("cannot set up metrics: {e}"))
+}
+
+/// Installs the Prometheus recorder. Its histograms need [`metrics_upkeep`] running.
+fn install_metrics() -> Result<PrometheusHandle, String> {
+    let handle = metrics_builder()?
         .install_recorder()
         .map_err(|e| format!("cannot set up metrics: {e}"))?;
     metrics::gauge!("keyward_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -126,7 +139,26 @@ fn install_metrics() -> Result<keyward_api::MetricsRenderer, String> {
     ] {
         metrics::counter!(name).increment(0);
     }
-    Ok(Arc::new(move || handle.render()))
+    Ok(handle)
+}
+
+/// What renders `/metrics`.
+fn render_metrics(handle: PrometheusHandle) -> keyward_api::MetricsRenderer {
+    Arc::new(move || handle.render())
+}
+
+/// Counts the latencies recorded since the last run into their histogram buckets,
+/// every `every`. The recorder keeps each recorded latency (about 16 bytes, one per
+/// request) until then, or until `/metrics` is rendered: without this, a service nobody
+/// scrapes would grow by every request it answers (nearly 1 GiB an hour at 15,000
+/// requests a second).
+async fn metrics_upkeep(handle: PrometheusHandle, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Deletes expired replay records once a minute, off the request path.
@@ -186,4 +218,72 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutdown signal received; finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    use super::*;
+
+    /// This process's resident memory in bytes, where `/proc` tells (Linux).
+    fn resident() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// Records four million latencies, in rounds with a pause between them, into a
+    /// recorder of its own; with `upkeep`, [`metrics_upkeep`] runs every millisecond
+    /// meanwhile. Returns how much the resident memory grew, what `/metrics` says, and
+    /// the recorder (kept by the caller, so that the next run cannot reuse its memory).
+    fn record_many(upkeep: bool) -> (u64, String, PrometheusRecorder) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let recorder = metrics_builder().expect("buckets").build_recorder();
+        let handle = recorder.handle();
+        let latency =
+            metrics::with_local_recorder(&recorder, || metrics::histogram!("latency_seconds"));
+        let before = resident().unwrap_or(0);
+        runtime.block_on(async {
+            let task = upkeep
+                .then(|| tokio::spawn(metrics_upkeep(handle.clone(), Duration::from_millis(1))));
+            for _ in 0..16 {
+                for i in 0..250_000_u32 {
+                    latency.record(f64::from(i % 1000) * 1e-5);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(task) = task {
+                task.abort();
+            }
+        });
+        let grown = resident().unwrap_or(0).saturating_sub(before);
+        (grown, handle.render(), recorder)
+    }
+
+    #[test]
+    fn latencies_recorded_without_a_scrape_do_not_pile_up() {
+        if resident().is_none() {
+            return;
+        }
+        // What the latencies hold without upkeep (about 16 bytes each), so that the
+        // measure is seen to notice them.
+        let (without, _, _kept) = record_many(false);
+        assert!(without > 24 * MIB, "without upkeep grew {without} bytes");
+        let (with_upkeep, rendered, _) = record_many(true);
+        // Counted, none lost.
+        assert!(
+            rendered.contains("latency_seconds_count 4000000"),
+            "{rendered}"
+        );
+        assert!(
+            with_upkeep < 12 * MIB,
+            "with upkeep grew {with_upkeep} bytes (without: {without})"
+        );
+    }
 }
