@@ -14,6 +14,9 @@
 //! refetch per [`FetchConfig::unknown_kid_cooldown`], and concurrent misses on one URI
 //! share one fetch. When a refetch fails, the last good copy keeps serving for
 //! [`FetchConfig::serve_stale_for`] past its expiry; after that, lookups fail closed.
+//! At most [`FetchConfig::max_cached_uris`] URIs' sets are kept (each from a body of at
+//! most [`FetchConfig::max_body_bytes`]); a new URI takes the place of the one looked
+//! up least recently.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +42,10 @@ pub struct FetchConfig {
     pub max_ttl: Duration,
     pub unknown_kid_cooldown: Duration,
     pub serve_stale_for: Duration,
+    /// Most JWKS URIs whose key sets are kept. A new URI takes the place of the one
+    /// looked up least recently (and not being looked up now), so memory stays bounded
+    /// however many URIs registrations name.
+    pub max_cached_uris: usize,
 }
 
 impl Default for FetchConfig {
@@ -53,6 +60,7 @@ impl Default for FetchConfig {
             max_ttl: Duration::from_secs(3600),
             unknown_kid_cooldown: Duration::from_secs(30),
             serve_stale_for: Duration::from_secs(3600),
+            max_cached_uris: 1024,
         }
     }
 }
@@ -76,8 +84,15 @@ pub struct JwksFetcher {
     runtime: tokio::runtime::Handle,
     config: FetchConfig,
     insecure: InsecureHosts,
-    /// One slot per URI; its async lock merges concurrent fetches of that URI.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<Slots>,
+}
+
+/// One slot per URI, with when it was last looked up (a count of lookups); a slot's
+/// async lock merges concurrent fetches of its URI.
+#[derive(Default)]
+struct Slots {
+    by_uri: HashMap<String, (Arc<tokio::sync::Mutex<Slot>>, u64)>,
+    lookups: u64,
 }
 
 /// Resolves names and keeps only the answer when every address is public (or the host
@@ -149,7 +164,7 @@ impl JwksFetcher {
             runtime,
             config,
             insecure,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
         })
     }
 
@@ -158,7 +173,29 @@ impl JwksFetcher {
             .slots
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.entry(uri.to_owned()).or_default().clone()
+        slots.lookups += 1;
+        let now = slots.lookups;
+        if let Some((slot, used)) = slots.by_uri.get_mut(uri) {
+            *used = now;
+            return slot.clone();
+        }
+        if slots.by_uri.len() >= self.config.max_cached_uris {
+            // Slots are handed out only under this lock, so one no lookup holds now
+            // stays unheld until it is gone. All held: the map grows by the lookups
+            // in flight, and shrinks back as later URIs come.
+            let idle = slots
+                .by_uri
+                .iter()
+                .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(uri, _)| uri.clone());
+            if let Some(idle) = idle {
+                slots.by_uri.remove(&idle);
+            }
+        }
+        let slot = Arc::<tokio::sync::Mutex<Slot>>::default();
+        slots.by_uri.insert(uri.to_owned(), (slot.clone(), now));
+        slot
     }
 
     async fn lookup(&self, uri: &str, kid: &str) -> JwksLookup {

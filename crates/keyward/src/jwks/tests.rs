@@ -151,6 +151,36 @@ fn a_good_key_is_found_and_cached() {
 }
 
 #[test]
+fn the_cache_keeps_the_uris_looked_up_last() {
+    let fx = Fixture::new();
+    let server = serve(Arc::new(|_: &str, s: &mut std::net::TcpStream| {
+        respond(
+            s,
+            "200 OK",
+            &[("Cache-Control", "max-age=600".into())],
+            &jwks(json!([ed("k1", X1)])),
+        )
+    }));
+    let fetcher = fx.fetcher(FetchConfig {
+        max_cached_uris: 2,
+        ..quick()
+    });
+    let uri = |name: &str| format!("{}/{name}.json", server.base);
+    let fetches_after = |name: &str| {
+        assert!(found(&fetcher.find(&uri(name), "k1")), "{name}");
+        server.hits.load(Ordering::SeqCst)
+    };
+    assert_eq!(fetches_after("a"), 1);
+    assert_eq!(fetches_after("b"), 2);
+    assert_eq!(fetches_after("a"), 2, "a is kept");
+    // A third URI takes the place of the one looked up least recently: b.
+    assert_eq!(fetches_after("c"), 3);
+    assert_eq!(fetches_after("a"), 3, "a is still kept");
+    assert_eq!(fetches_after("b"), 4, "b was let go and is fetched again");
+    assert_eq!(fetches_after("a"), 4, "a is still kept; c made room for b");
+}
+
+#[test]
 fn private_keys_and_bad_documents_are_refused() {
     let fx = Fixture::new();
     let fetcher = fx.fetcher(quick());
