@@ -37,37 +37,69 @@ impl Limits {
 pub struct AuthFailures {
     limit: u32,
     window: Duration,
-    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    max_clients: usize,
+    clients: Mutex<Clients>,
 }
 
-/// Clients remembered at most; beyond it, expired windows are forgotten first.
+#[derive(Default)]
+struct Clients {
+    /// Each client's window: when it began and the failures in it.
+    by_address: HashMap<IpAddr, (Instant, u32)>,
+    /// When passed windows were last forgotten.
+    swept: Option<Instant>,
+}
+
+/// Clients remembered at most; beyond it, passed windows are forgotten first.
 const MAX_CLIENTS: usize = 100_000;
+
+/// How often a full table is swept of passed windows at most: a sweep looks at every
+/// client.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl AuthFailures {
     pub fn new(limit: u32, window: Duration) -> Self {
+        Self::bounded(limit, window, MAX_CLIENTS)
+    }
+
+    fn bounded(limit: u32, window: Duration, max_clients: usize) -> Self {
         Self {
             limit,
             window,
-            clients: Mutex::new(HashMap::new()),
+            max_clients,
+            clients: Mutex::default(),
         }
     }
 
     /// How long `client` must wait, if it used up its failures in this window.
     pub fn blocked(&self, client: IpAddr) -> Option<Duration> {
         let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, count) = clients.get(&client)?;
+        let (start, count) = clients.by_address.get(&client)?;
         let elapsed = start.elapsed();
         (*count >= self.limit && elapsed < self.window).then(|| self.window - elapsed)
     }
 
-    /// Counts one failed authentication by `client`.
+    /// Counts one failed authentication by `client`. A new client finding the table
+    /// full of windows that have not passed goes uncounted: memory stays bounded however
+    /// many addresses fail at once (and a token cannot be guessed anyway).
     pub fn record(&self, client: IpAddr) {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if clients.len() >= MAX_CLIENTS {
-            let window = self.window;
-            clients.retain(|_, (start, _)| start.elapsed() < window);
+        if clients.by_address.len() >= self.max_clients && !clients.by_address.contains_key(&client)
+        {
+            if clients.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                let window = self.window;
+                clients
+                    .by_address
+                    .retain(|_, (start, _)| start.elapsed() < window);
+                clients.swept = Some(Instant::now());
+            }
+            if clients.by_address.len() >= self.max_clients {
+                return;
+            }
         }
-        let entry = clients.entry(client).or_insert((Instant::now(), 0));
+        let entry = clients
+            .by_address
+            .entry(client)
+            .or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= self.window {
             *entry = (Instant::now(), 0);
         }
@@ -98,5 +130,36 @@ mod tests {
             short.blocked(a).is_none(),
             "a passed window no longer blocks"
         );
+    }
+
+    #[test]
+    fn a_full_table_of_failing_clients_stops_growing() {
+        let failures = AuthFailures::bounded(1, Duration::from_secs(60), 2);
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        failures.record(ip(1));
+        failures.record(ip(2));
+        for _ in 0..10 {
+            failures.record(ip(3));
+        }
+        assert!(failures.blocked(ip(1)).is_some());
+        assert!(failures.blocked(ip(2)).is_some());
+        assert!(
+            failures.blocked(ip(3)).is_none(),
+            "a client beyond the table goes uncounted"
+        );
+        let clients = failures.clients.lock().expect("lock");
+        assert_eq!(clients.by_address.len(), 2);
+    }
+
+    #[test]
+    fn passed_windows_make_room() {
+        let failures = AuthFailures::bounded(1, Duration::ZERO, 2);
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        for n in 1..=5 {
+            failures.record(ip(n));
+        }
+        let clients = failures.clients.lock().expect("lock");
+        assert!(clients.by_address.contains_key(&ip(3)), "swept for 3");
+        assert!(clients.by_address.len() <= 2);
     }
 }
