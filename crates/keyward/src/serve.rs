@@ -7,7 +7,7 @@ use std::time::Duration;
 use keyward_api::{app, AppState, HttpSettings};
 use keyward_domain::{InsecureHosts, KeyService, Policy};
 use keyward_persistence::PoolOptions;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::ServeArgs;
@@ -121,9 +121,18 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// The buckets of `keyward_replay_batch_size`, in records (a batch holds at most 512).
+const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 fn metrics_builder() -> Result<PrometheusBuilder, String> {
     PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("keyward_replay_batch_size".into()),
+                &BATCH_SIZE_BUCKETS,
+            )
+        })
         .map_err(|e| format!("cannot set up metrics: {e}"))
 }
 

@@ -499,6 +499,21 @@ fn run_contract(db: &str) {
     );
     assert!(metric(&metrics, "keyward_jwks_fetches_total", &[("outcome", "ok")]) >= 1.0);
     assert!(metric(&metrics, "keyward_replay_records_written_total", &[]) >= 2.0);
+    // Batch sizes are counted in buckets of records, not of seconds.
+    let batch_buckets: Vec<f64> = metrics
+        .iter()
+        .filter(|s| s.metric == "keyward_replay_batch_size")
+        .flat_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(counts) => {
+                counts.iter().map(|c| c.less_than).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    assert!(
+        batch_buckets.contains(&2.0) && batch_buckets.contains(&512.0),
+        "{batch_buckets:?}"
+    );
     assert!(metric(&metrics, "keyward_build_info", &[]) == 1.0);
     assert!(metrics
         .iter()
