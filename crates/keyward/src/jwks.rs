@@ -179,19 +179,20 @@ impl JwksFetcher {
             *used = now;
             return slot.clone();
         }
-        if slots.by_uri.len() >= self.config.max_cached_uris {
-            // Slots are handed out only under this lock, so one no lookup holds now
-            // stays unheld until it is gone. All held: the map grows by the lookups
-            // in flight, and shrinks back as later URIs come.
+        // Slots are handed out only under this lock, so one no lookup holds now stays
+        // unheld until it is gone. With every slot held, the map grows by the lookups
+        // in flight, and shrinks back when they are done and the next URI comes.
+        while slots.by_uri.len() >= self.config.max_cached_uris {
             let idle = slots
                 .by_uri
                 .iter()
                 .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(uri, _)| uri.clone());
-            if let Some(idle) = idle {
-                slots.by_uri.remove(&idle);
-            }
+            match idle {
+                Some(idle) => slots.by_uri.remove(&idle),
+                None => break,
+            };
         }
         let slot = Arc::<tokio::sync::Mutex<Slot>>::default();
         slots.by_uri.insert(uri.to_owned(), (slot.clone(), now));
