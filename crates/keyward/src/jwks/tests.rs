@@ -128,17 +128,22 @@ fn unavailable(lookup: &JwksLookup) -> String {
     }
 }
 
-#[test]
-fn a_good_key_is_found_and_cached() {
-    let fx = Fixture::new();
-    let server = serve(Arc::new(|_: &str, s: &mut std::net::TcpStream| {
+/// A server answering every path with a JWKS of key `k1`, fresh for ten minutes.
+fn serve_k1() -> TestServer {
+    serve(Arc::new(|_: &str, s: &mut std::net::TcpStream| {
         respond(
             s,
             "200 OK",
             &[("Cache-Control", "max-age=600".into())],
             &jwks(json!([ed("k1", X1)])),
         )
-    }));
+    }))
+}
+
+#[test]
+fn a_good_key_is_found_and_cached() {
+    let fx = Fixture::new();
+    let server = serve_k1();
     let fetcher = fx.fetcher(quick());
     let uri = format!("{}/jwks.json", server.base);
     assert!(found(&fetcher.find(&uri, "k1")));
@@ -153,14 +158,7 @@ fn a_good_key_is_found_and_cached() {
 #[test]
 fn the_cache_keeps_the_uris_looked_up_last() {
     let fx = Fixture::new();
-    let server = serve(Arc::new(|_: &str, s: &mut std::net::TcpStream| {
-        respond(
-            s,
-            "200 OK",
-            &[("Cache-Control", "max-age=600".into())],
-            &jwks(json!([ed("k1", X1)])),
-        )
-    }));
+    let server = serve_k1();
     let fetcher = fx.fetcher(FetchConfig {
         max_cached_uris: 2,
         ..quick()
