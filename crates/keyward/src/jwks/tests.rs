@@ -387,6 +387,36 @@ fn concurrent_misses_share_one_fetch() {
 }
 
 #[test]
+fn a_set_let_go_is_fetched_again_and_not_served_stale() {
+    let fx = Fixture::new();
+    let up = Arc::new(AtomicUsize::new(1));
+    let u = up.clone();
+    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
+        if u.load(Ordering::SeqCst) == 1 {
+            respond(
+                s,
+                "200 OK",
+                &[("Cache-Control", "max-age=600".into())],
+                &jwks(json!([ed("k1", X1)])),
+            );
+        } else {
+            respond(s, "503 Service Unavailable", &[], b"");
+        }
+    }));
+    let fetcher = fx.fetcher(FetchConfig {
+        max_cached_uris: 1,
+        serve_stale_for: Duration::from_secs(3600),
+        ..quick()
+    });
+    let (a, b) = (format!("{}/a", server.base), format!("{}/b", server.base));
+    assert!(found(&fetcher.find(&a, "k1")));
+    assert!(found(&fetcher.find(&b, "k1")), "b takes a's place");
+    up.store(0, Ordering::SeqCst);
+    assert!(found(&fetcher.find(&b, "k1")), "b is kept and fresh");
+    unavailable(&fetcher.find(&a, "k1"));
+}
+
+#[test]
 fn a_stale_copy_serves_for_a_bounded_time_then_fails_closed() {
     let fx = Fixture::new();
     let up = Arc::new(AtomicUsize::new(1));
