@@ -164,16 +164,25 @@ impl CpuMeter {
         }
     }
 
+    /// The CPU the server and, on PostgreSQL, the database's processes have used since
+    /// the start, in microseconds.
+    pub fn spent(&self) -> (u64, Option<u64>) {
+        let server = process_cpu_us(&self.pid)
+            .unwrap_or(0)
+            .saturating_sub(self.server);
+        let database = self
+            .database
+            .map(|before| postgres_cpu_us().saturating_sub(before));
+        (server, database)
+    }
+
     /// "CPU/req keyward N µs[, PostgreSQL M µs], generator G µs" over `requests` since
     /// the start (the generator is this process, which runs nothing else meanwhile).
     pub fn per_request(&self, requests: u64) -> String {
         let n = requests.max(1) as f64;
-        let server = process_cpu_us(&self.pid)
-            .unwrap_or(0)
-            .saturating_sub(self.server);
+        let (server, database) = self.spent();
         let mut note = format!("CPU/req keyward {:.0} µs", server as f64 / n);
-        if let Some(before) = self.database {
-            let database = postgres_cpu_us().saturating_sub(before);
+        if let Some(database) = database {
             note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
         }
         let generator = process_cpu_us("self")

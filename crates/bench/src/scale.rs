@@ -14,7 +14,7 @@ use keyward_domain::PublicJwk;
 use keyward_persistence::testing::TestDb;
 use serde_json::json;
 
-use crate::http::{self, drive, Backend, Server, Settings, BASE};
+use crate::http::{self, drive, Backend, CpuMeter, Server, Settings, BASE};
 use crate::load::{Mode, Outcome, Plan, Prepared};
 use crate::report::{Report, Row};
 use crate::{inproc::unix_now, Curve, SigningKey};
@@ -42,6 +42,7 @@ const ROUNDS: usize = 2;
 
 /// A bulk-loaded database and the server in front of it.
 struct Loaded {
+    backend: Backend,
     enterprises: usize,
     per: usize,
     token: String,
@@ -62,9 +63,31 @@ impl Loaded {
 /// One database's measurements, every round's answers together.
 #[derive(Default)]
 struct Measured {
-    get: Outcome,
-    list: Outcome,
-    verify: Outcome,
+    get: Spent,
+    list: Spent,
+    verify: Spent,
+}
+
+/// One operation's answers over every round, and the CPU they cost.
+#[derive(Default)]
+struct Spent {
+    answers: Outcome,
+    /// CPU time of the server, in microseconds.
+    keyward_us: u64,
+    /// CPU time of PostgreSQL's processes, in microseconds (PostgreSQL only).
+    database_us: Option<u64>,
+}
+
+impl Spent {
+    /// "keyward N µs[, PostgreSQL M µs]" per answer.
+    fn per_answer(&self) -> String {
+        let n = self.answers.completed.max(1) as f64;
+        let mut note = format!("keyward {:.0} µs", self.keyward_us as f64 / n);
+        if let Some(database) = self.database_us {
+            note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
+        }
+        note
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,13 +125,16 @@ pub fn run(
             let mut r = http::row(
                 &format!("scale: {op} at {} keys", large.keys()),
                 backend.name(),
-                b,
+                &b.answers,
             );
-            let small_p99 = f64::from(a.quantile_us(0.99)).max(1.0);
+            let small_p99 = f64::from(a.answers.quantile_us(0.99)).max(1.0);
             r.baseline = format!(
-                "{} keys: {:.0}/s, p99 {small_p99:.0} µs (ratio is p99 over p99; {ROUNDS} rounds each, taking turns)",
+                "{} keys: {:.0}/s, p99 {small_p99:.0} µs (ratio is p99 over p99; {ROUNDS} rounds each, taking turns); CPU/req {} (at {} keys: {})",
                 small.keys(),
-                a.throughput()
+                a.answers.throughput(),
+                b.per_answer(),
+                small.keys(),
+                a.per_answer(),
             );
             r.ratio = Some(r.p99_us / small_p99);
             r.target = "≤ 1.5".into();
@@ -154,6 +180,7 @@ fn load(
         &format!("serve-scale-{}-{enterprises}", backend.name()),
     )?;
     Ok(Loaded {
+        backend,
         enterprises,
         per,
         token,
@@ -181,6 +208,7 @@ fn run_op(
         expect_status: 200,
     };
     let (enterprises, token) = (db.enterprises, db.token.clone());
+    let meter = CpuMeter::start(&db.server, db.backend);
     let random = &mut db.random;
     let (outcome, into) = match op {
         Op::Get => {
@@ -231,8 +259,13 @@ fn run_op(
             (drive(&plan(Mode::Once), verifies, false), &mut into.verify)
         }
     };
+    let (keyward_us, database_us) = meter.spent();
     http::check(&outcome, &format!("scale {op:?} at {} keys", db.keys()))?;
-    into.merge(outcome);
+    into.answers.merge(outcome);
+    into.keyward_us += keyward_us;
+    if let Some(database_us) = database_us {
+        *into.database_us.get_or_insert(0) += database_us;
+    }
     Ok(())
 }
 
