@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -138,6 +138,26 @@ fn serve_k1() -> TestServer {
             &jwks(json!([ed("k1", X1)])),
         )
     }))
+}
+
+/// A server answering a one-key JWKS (`k1`) with `Cache-Control: <cache_control>` while
+/// the flag it returns is set, and 503 once it is cleared.
+fn serve_k1_until_down(cache_control: &'static str) -> (TestServer, Arc<AtomicBool>) {
+    let up = Arc::new(AtomicBool::new(true));
+    let u = up.clone();
+    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
+        if u.load(Ordering::SeqCst) {
+            respond(
+                s,
+                "200 OK",
+                &[("Cache-Control", cache_control.into())],
+                &jwks(json!([ed("k1", X1)])),
+            );
+        } else {
+            respond(s, "503 Service Unavailable", &[], b"");
+        }
+    }));
+    (server, up)
 }
 
 #[test]
@@ -389,20 +409,7 @@ fn concurrent_misses_share_one_fetch() {
 #[test]
 fn a_set_let_go_is_fetched_again_and_not_served_stale() {
     let fx = Fixture::new();
-    let up = Arc::new(AtomicUsize::new(1));
-    let u = up.clone();
-    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
-        if u.load(Ordering::SeqCst) == 1 {
-            respond(
-                s,
-                "200 OK",
-                &[("Cache-Control", "max-age=600".into())],
-                &jwks(json!([ed("k1", X1)])),
-            );
-        } else {
-            respond(s, "503 Service Unavailable", &[], b"");
-        }
-    }));
+    let (server, up) = serve_k1_until_down("max-age=600");
     let fetcher = fx.fetcher(FetchConfig {
         max_cached_uris: 1,
         serve_stale_for: Duration::from_secs(3600),
@@ -411,7 +418,7 @@ fn a_set_let_go_is_fetched_again_and_not_served_stale() {
     let (a, b) = (format!("{}/a", server.base), format!("{}/b", server.base));
     assert!(found(&fetcher.find(&a, "k1")));
     assert!(found(&fetcher.find(&b, "k1")), "b takes a's place");
-    up.store(0, Ordering::SeqCst);
+    up.store(false, Ordering::SeqCst);
     assert!(found(&fetcher.find(&b, "k1")), "b is kept and fresh");
     unavailable(&fetcher.find(&a, "k1"));
 }
@@ -419,20 +426,7 @@ fn a_set_let_go_is_fetched_again_and_not_served_stale() {
 #[test]
 fn a_stale_copy_serves_for_a_bounded_time_then_fails_closed() {
     let fx = Fixture::new();
-    let up = Arc::new(AtomicUsize::new(1));
-    let u = up.clone();
-    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
-        if u.load(Ordering::SeqCst) == 1 {
-            respond(
-                s,
-                "200 OK",
-                &[("Cache-Control", "max-age=0".into())],
-                &jwks(json!([ed("k1", X1)])),
-            );
-        } else {
-            respond(s, "503 Service Unavailable", &[], b"");
-        }
-    }));
+    let (server, up) = serve_k1_until_down("max-age=0");
     let uri = format!("{}/j", server.base);
     let expiring = FetchConfig {
         min_ttl: Duration::ZERO,
@@ -448,7 +442,7 @@ fn a_stale_copy_serves_for_a_bounded_time_then_fails_closed() {
     });
     assert!(found(&tolerant.find(&uri, "k1")));
     assert!(found(&strict.find(&uri, "k1")));
-    up.store(0, Ordering::SeqCst);
+    up.store(false, Ordering::SeqCst);
     thread::sleep(Duration::from_millis(20));
     assert!(
         found(&tolerant.find(&uri, "k1")),
