@@ -34,10 +34,13 @@ use crate::schema::{replay_records, webhook_keys};
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 512;
-/// Under load (more than one record waiting), how long the writer lets a batch gather
-/// before committing it: a commit costs far more than a record, so a slightly fuller
-/// batch buys throughput for a fraction of a commit's latency. A lone record is
-/// committed at once.
+/// SQLite, under load (more than one record waiting): how long the writer lets a batch
+/// gather before committing it. A commit costs far more than a record there, so a
+/// slightly fuller batch buys throughput for a fraction of a commit's latency. A lone
+/// record is committed at once. On PostgreSQL the writer commits what is waiting at
+/// once: it waits for each batch's statement and commit (a round trip and a flush),
+/// during which the next batch gathers anyway, and a sleep on top only lengthened every
+/// record's wait while the cores idled (see docs/performance.md).
 const GATHER: Duration = Duration::from_micros(200);
 /// SQLite: how long the writer waits at most for a log sync in flight before
 /// committing (see [`crate::durable::WalSync::wait_while_syncing`]).
@@ -186,6 +189,8 @@ struct Writer {
     gate: Arc<WriteGate>,
     acks: Option<mpsc::Sender<Ack>>,
     stamped: HashMap<(String, String), Instant>,
+    /// The last batch went to PostgreSQL (no [`GATHER`] window there).
+    postgres: bool,
 }
 
 impl Writer {
@@ -195,18 +200,18 @@ impl Writer {
             gate,
             acks,
             stamped: HashMap::new(),
+            postgres: false,
         }
     }
 
-    /// Takes the records waiting now (and, under load, those arriving within
-    /// [`GATHER`], and on SQLite those arriving while a log sync is in flight); `None`
-    /// once every handle is gone.
+    /// Takes the records waiting now (and on SQLite, under load, those arriving within
+    /// [`GATHER`] and while a log sync is in flight); `None` once every handle is gone.
     fn gather(&self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
         let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
         let first = queue.recv().ok()?;
         let mut batch = vec![first];
         take_waiting(&queue, &mut batch);
-        if batch.len() > 1 && batch.len() < MAX_BATCH {
+        if !self.postgres && batch.len() > 1 && batch.len() < MAX_BATCH {
             // Asleep rather than waiting on the queue: a waiting receiver makes every
             // verification's send a wake-up (a system call on the event loop and a
             // context switch here), a sleeping one none.
@@ -280,7 +285,7 @@ impl Writer {
     /// Writes `records` in one transaction; the outcomes are in `records`' order, to be
     /// reported once the commit is durable.
     fn commit(
-        &self,
+        &mut self,
         records: &[&Record],
         due: &BTreeMap<(String, String), i64>,
     ) -> Result<(Vec<RecordOutcome>, Durable), StoreError> {
@@ -293,6 +298,7 @@ impl Writer {
             let (a, b) = (records[*a], records[*b]);
             (&a.enterprise, &a.evaluation_id).cmp(&(&b.enterprise, &b.evaluation_id))
         });
+        self.postgres = matches!(&*conn, DbConnection::Postgres(_));
         match &mut *conn {
             DbConnection::Postgres(pg) => {
                 let outcomes =
