@@ -3,7 +3,7 @@
 //! Chosen by measuring (docs/performance.md): Ed25519, `ed25519-dalek`, strict (no
 //! malleable S, no small-order R or key; see [`VerifyingKey::verify`]); P-256 and
 //! P-384, `aws-lc-rs` on keys parsed once, in the JWS raw `r‖s` form only; secp256k1,
-//! `k256`.
+//! `k256`, with either form of S accepted as on the other ECDSA curves.
 //! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
 //! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
 
@@ -84,11 +84,16 @@ impl VerifyingKey {
             }
             Self::P256(key) => signature.len() == 64 && key.verify_sig(message, signature).is_ok(),
             Self::P384(key) => signature.len() == 96 && key.verify_sig(message, signature).is_ok(),
+            // `k256` accepts only the low-S form (Bitcoin's rule against malleable
+            // signatures); JWS ES256K is plain ECDSA, and independent signers give a high S
+            // about half the time. (r, s) is valid exactly when (r, n - s) is, so the
+            // signature is checked in its low-S form. A token's two forms answer one
+            // evaluation once: the replay record is keyed on the evaluationId.
             Self::Secp256k1(key) => {
                 use k256::ecdsa::signature::Verifier as _;
                 signature.len() == 64
                     && k256::ecdsa::Signature::from_slice(signature)
-                        .is_ok_and(|sig| key.verify(message, &sig).is_ok())
+                        .is_ok_and(|sig| key.verify(message, &sig.normalize_s()).is_ok())
             }
         }
     }

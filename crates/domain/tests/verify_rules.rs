@@ -535,6 +535,120 @@ fn ecdsa_signatures_must_be_raw_nonzero_and_in_range() {
     assert_ne!(world.verify(&twin, "e"), Ok(("p".into(), 200)));
 }
 
+/// `sig` (raw `r‖s`) with `s` replaced by `order - s`: the other signature of the same
+/// message under the same key, one of the two being "high-S".
+fn high_s_twin(sig: &[u8], order: &str) -> Vec<u8> {
+    let half = sig.len() / 2;
+    let order: Vec<u8> = (0..order.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&order[i..i + 2], 16).expect("hex"))
+        .collect();
+    assert_eq!(order.len(), half);
+    let mut twin = sig.to_vec();
+    let mut borrow = 0i16;
+    for i in (0..half).rev() {
+        let digit = i16::from(order[i]) - i16::from(sig[half + i]) - borrow;
+        borrow = i16::from(digit < 0);
+        twin[half + i] = (digit + 256 * borrow) as u8;
+    }
+    assert_eq!(borrow, 0, "s is below the order");
+    twin
+}
+
+#[test]
+fn ecdsa_verifies_either_s_of_a_signature_once_on_every_curve() {
+    // JWS ECDSA (RFC 7518, RFC 8812) does not ask signers for a low S: libraries such as
+    // PyJWT with `cryptography` give a high S about half the time. Both forms verify,
+    // and both answer the one evaluation once.
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let world = World::new();
+    let (p256_signer, p256_jwk) = p256_key(11);
+    let k256_signer = k256::ecdsa::SigningKey::from_slice(&[0x2a; 32]).expect("scalar");
+    let k256_point = k256_signer.verifying_key().to_sec1_point(false);
+    let rng = SystemRandom::new();
+    let p384_pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("P-384 key");
+    let p384_signer =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, p384_pkcs8.as_ref())
+            .expect("P-384 key");
+    let p384_point = p384_signer.public_key().as_ref().to_vec();
+    world.add("p256", &p256_jwk, KeyStatus::Active);
+    world.add(
+        "k256",
+        &json!({"kty": "EC", "crv": "secp256k1",
+                "x": b64(k256_point.x().expect("x")), "y": b64(k256_point.y().expect("y"))}),
+        KeyStatus::Active,
+    );
+    world.add(
+        "p384",
+        &json!({"kty": "EC", "crv": "P-384",
+                "x": b64(&p384_point[1..49]), "y": b64(&p384_point[49..])}),
+        KeyStatus::Active,
+    );
+    type Sign<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+    let curves: [(&str, &str, &str, Sign); 3] = [
+        (
+            "p256",
+            "ES256",
+            "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551",
+            Box::new(|input| {
+                use p256::ecdsa::signature::Signer as _;
+                let sig: p256::ecdsa::Signature = p256_signer.sign(input);
+                sig.to_bytes().to_vec()
+            }),
+        ),
+        (
+            "p384",
+            "ES384",
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973",
+            Box::new(|input| {
+                p384_signer
+                    .sign(&rng, input)
+                    .expect("sign")
+                    .as_ref()
+                    .to_vec()
+            }),
+        ),
+        (
+            "k256",
+            "ES256K",
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141",
+            Box::new(|input| {
+                use k256::ecdsa::signature::Signer as _;
+                let sig: k256::ecdsa::Signature = k256_signer.sign(input);
+                sig.to_bytes().to_vec()
+            }),
+        ),
+    ];
+    for (kid, alg, order, sign) in &curves {
+        for twin_first in [false, true] {
+            let evaluation_id = format!("{kid}-{twin_first}");
+            let input = signing_input(
+                &json!({"alg": alg, "kid": kid}),
+                &claims(&evaluation_id, 200),
+            );
+            let sig = sign(input.as_bytes());
+            let twin = high_s_twin(&sig, order);
+            let (first, second) = if twin_first {
+                (&twin, &sig)
+            } else {
+                (&sig, &twin)
+            };
+            assert_eq!(
+                world.verify(&format!("{input}.{}", b64(first)), &evaluation_id),
+                Ok(((*kid).to_owned(), 200)),
+                "{alg}, twin first: {twin_first}"
+            );
+            assert_eq!(
+                world.verify(&format!("{input}.{}", b64(second)), &evaluation_id),
+                Err("REPLAYED".into()),
+                "{alg}, twin first: {twin_first}"
+            );
+        }
+    }
+}
+
 #[test]
 fn duplicate_members_and_non_object_claims_are_refused() {
     let (world, key) = ed_world();
