@@ -559,7 +559,7 @@ fn high_s_twin(sig: &[u8], order: &str) -> Vec<u8> {
 fn ecdsa_verifies_either_s_of_a_signature_once_on_every_curve() {
     // JWS ECDSA (RFC 7518, RFC 8812) does not ask signers for a low S: libraries such as
     // PyJWT with `cryptography` give a high S about half the time. Both forms verify,
-    // and both answer the one evaluation once.
+    // and both answer the one evaluation once; r and s out of range never verify.
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P384_SHA384_FIXED_SIGNING};
     let world = World::new();
@@ -622,6 +622,32 @@ fn ecdsa_verifies_either_s_of_a_signature_once_on_every_curve() {
         ),
     ];
     for (kid, alg, order, sign) in &curves {
+        // Out of range on every curve: s = 0, s ≥ n, r = 0. None uses up the evaluation.
+        let evaluation_id = format!("{kid}-range");
+        let input = signing_input(
+            &json!({"alg": alg, "kid": kid}),
+            &claims(&evaluation_id, 200),
+        );
+        let sig = sign(input.as_bytes());
+        let half = sig.len() / 2;
+        let mut s_zero = sig.clone();
+        s_zero[half..].fill(0);
+        let mut s_max = sig.clone();
+        s_max[half..].fill(0xff);
+        let mut r_zero = sig.clone();
+        r_zero[..half].fill(0);
+        for bad in [&s_zero, &s_max, &r_zero] {
+            assert_eq!(
+                world.verify(&format!("{input}.{}", b64(bad)), &evaluation_id),
+                Err("BAD_SIGNATURE".into()),
+                "{alg}"
+            );
+        }
+        assert_eq!(
+            world.verify(&format!("{input}.{}", b64(&sig)), &evaluation_id),
+            Ok(((*kid).to_owned(), 200)),
+            "{alg}"
+        );
         for twin_first in [false, true] {
             let evaluation_id = format!("{kid}-{twin_first}");
             let input = signing_input(
