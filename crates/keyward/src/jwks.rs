@@ -10,9 +10,13 @@
 //! - status 200 only; the body parsed strictly; each key checked like an inline one.
 //!
 //! Cache: a JWKS is fresh for its `Cache-Control: max-age`, clamped to
-//! [`FetchConfig::min_ttl`, `FetchConfig::max_ttl`]. An unknown kid triggers at most one
-//! refetch per [`FetchConfig::unknown_kid_cooldown`], and concurrent misses on one URI
-//! share one fetch. When a refetch fails, the last good copy keeps serving for
+//! [`FetchConfig::min_ttl`, `FetchConfig::max_ttl`]. A kid the cached set lacks triggers
+//! a refetch, even right after the last fetch (a key added upstream and registered just
+//! then verifies at once), but each kid at most once per
+//! [`FetchConfig::unknown_kid_cooldown`], and all kids together at most
+//! [`FetchConfig::unknown_kid_refetches`] times per cooldown; concurrent misses on one URI
+//! share one fetch. (Only keyIds registered with the URI reach it: a token's unknown kid
+//! is refused before any fetch.) When a refetch fails, the last good copy keeps serving for
 //! [`FetchConfig::serve_stale_for`] past its expiry; after that, lookups fail closed.
 //! At most [`FetchConfig::max_cached_uris`] URIs' sets are kept (each from a body of at
 //! most [`FetchConfig::max_body_bytes`]); a new URI takes the place of the one looked
@@ -40,7 +44,11 @@ pub struct FetchConfig {
     pub default_ttl: Duration,
     pub min_ttl: Duration,
     pub max_ttl: Duration,
+    /// How long a kid that a fetch did not find is answered as unknown without another
+    /// fetch.
     pub unknown_kid_cooldown: Duration,
+    /// Most refetches of one URI for kids its fresh set lacks, per cooldown.
+    pub unknown_kid_refetches: usize,
     pub serve_stale_for: Duration,
     /// Most JWKS URIs whose key sets are kept. A new URI takes the place of the one
     /// looked up least recently (and not being looked up now), so memory stays bounded
@@ -59,6 +67,7 @@ impl Default for FetchConfig {
             min_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(3600),
             unknown_kid_cooldown: Duration::from_secs(30),
+            unknown_kid_refetches: 4,
             serve_stale_for: Duration::from_secs(3600),
             max_cached_uris: 1024,
         }
@@ -75,7 +84,32 @@ struct CachedSet {
 #[derive(Default)]
 struct Slot {
     set: Option<CachedSet>,
-    last_attempt: Option<Instant>,
+    /// Kids a fetch did not find, and when: none is fetched for again within the
+    /// cooldown.
+    missed: HashMap<String, Instant>,
+    /// When the refetches for kids the fresh set lacked happened, within the cooldown.
+    refetched: Vec<Instant>,
+}
+
+impl Slot {
+    /// Whether a kid the fresh set lacks may be fetched for now; counts the refetch.
+    fn may_refetch_for(&mut self, kid: &str, now: Instant, config: &FetchConfig) -> bool {
+        let cooling = |at: &Instant| now.duration_since(*at) < config.unknown_kid_cooldown;
+        self.missed.retain(|_, at| cooling(at));
+        self.refetched.retain(cooling);
+        if self.missed.contains_key(kid) || self.refetched.len() >= config.unknown_kid_refetches {
+            return false;
+        }
+        self.refetched.push(now);
+        true
+    }
+
+    /// Remembers that a fetch did not find `kid`.
+    fn missed(&mut self, kid: &str, now: Instant, config: &FetchConfig) {
+        self.missed
+            .retain(|_, at| now.duration_since(*at) < config.unknown_kid_cooldown);
+        self.missed.insert(kid.to_owned(), now);
+    }
 }
 
 /// The [`JwksSource`] used by `keyward serve`.
@@ -203,22 +237,20 @@ impl JwksFetcher {
         let slot = self.slot(uri);
         let mut slot = slot.lock().await;
         let now = Instant::now();
-        if let Some(set) = slot.set.as_ref().filter(|set| now < set.fresh_until) {
-            if let Some(found) = set.keys.get(kid) {
-                return answer(kid, found);
-            }
-            let cooling = slot
-                .last_attempt
-                .is_some_and(|t| now.duration_since(t) < self.config.unknown_kid_cooldown);
-            if cooling {
-                return JwksLookup::NotFound;
-            }
+        let fresh_miss = match slot.set.as_ref().filter(|set| now < set.fresh_until) {
+            Some(set) => match set.keys.get(kid) {
+                Some(found) => return answer(kid, found),
+                None => true,
+            },
+            None => false,
+        };
+        if fresh_miss && !slot.may_refetch_for(kid, now, &self.config) {
+            return JwksLookup::NotFound;
         }
-        slot.last_attempt = Some(now);
         let fetched = self.fetch(uri).await;
         let outcome = if fetched.is_ok() { "ok" } else { "error" };
         metrics::counter!("keyward_jwks_fetches_total", "outcome" => outcome).increment(1);
-        match fetched {
+        let result = match fetched {
             Ok(set) => {
                 let result = set
                     .keys
@@ -239,7 +271,11 @@ impl JwksFetcher {
                     _ => JwksLookup::Unavailable(why),
                 }
             }
+        };
+        if matches!(result, JwksLookup::NotFound) {
+            slot.missed(kid, now, &self.config);
         }
+        result
     }
 
     async fn fetch(&self, uri: &str) -> Result<CachedSet, String> {

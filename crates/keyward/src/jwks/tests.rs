@@ -15,6 +15,7 @@ use super::{CheckedResolver, FetchConfig, JwksFetcher};
 
 const X1: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const X2: &str = "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w";
+const X3: &str = "7UkoxijRwsbq6QM4kFmVYSlZJzpcY_k2NsFGFKyHN9E";
 
 /// What the test server answers for a path.
 type Handler = dyn Fn(&str, &mut std::net::TcpStream) + Send + Sync;
@@ -346,15 +347,24 @@ fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
     let uri = format!("{}/j", server.base);
     let patient = fx.fetcher(quick());
     assert!(found(&patient.find(&uri, "a")));
+    for _ in 0..20 {
+        assert_eq!(patient.find(&uri, "missing"), JwksLookup::NotFound);
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "a kid the set lacks costs one refetch per cooldown"
+    );
     for i in 0..50 {
         assert_eq!(
             patient.find(&uri, &format!("flood-{i}")),
             JwksLookup::NotFound
         );
     }
-    assert!(
-        server.hits.load(Ordering::SeqCst) <= 2,
-        "a flood of unknown kids costs at most one refetch"
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1 + quick().unknown_kid_refetches,
+        "a flood of unknown kids costs a bounded number of refetches per cooldown"
     );
     let eager = fx.fetcher(FetchConfig {
         unknown_kid_cooldown: Duration::ZERO,
@@ -385,6 +395,34 @@ fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
         JwksLookup::NotFound,
         "once the cache age has passed, a removed key is refused"
     );
+}
+
+#[test]
+fn a_key_added_upstream_is_found_right_after_the_last_fetch() {
+    // The rotation: the customer adds b to the set keyward fetched a moment ago,
+    // registers b and verifies with it at once.
+    let fx = Fixture::new();
+    let current = Arc::new(Mutex::new(json!([ed("a", X1)])));
+    let c = current.clone();
+    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
+        let keys = c.lock().expect("lock").clone();
+        respond(
+            s,
+            "200 OK",
+            &[("Cache-Control", "max-age=3600".into())],
+            &jwks(keys),
+        );
+    }));
+    let uri = format!("{}/j", server.base);
+    let fetcher = fx.fetcher(quick());
+    assert!(found(&fetcher.find(&uri, "a")));
+    *current.lock().expect("lock") = json!([ed("a", X1), ed("b", X2)]);
+    assert!(found(&fetcher.find(&uri, "b")), "the new kid refetches");
+    // Another key, seconds later: fetched at once too.
+    *current.lock().expect("lock") = json!([ed("a", X1), ed("b", X2), ed("c", X3)]);
+    assert!(found(&fetcher.find(&uri, "c")), "so does the next one");
+    assert!(found(&fetcher.find(&uri, "a")));
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
 }
 
 #[test]
