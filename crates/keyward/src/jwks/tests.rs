@@ -330,10 +330,10 @@ fn redirects_are_bounded_and_rechecked() {
     );
 }
 
-#[test]
-fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
-    let fx = Fixture::new();
-    let current = Arc::new(Mutex::new(json!([ed("a", X1)])));
+/// A server answering with whatever set the returned handle holds (at first `keys`),
+/// fresh for an hour.
+fn serve_changing(keys: serde_json::Value) -> (TestServer, Arc<Mutex<serde_json::Value>>) {
+    let current = Arc::new(Mutex::new(keys));
     let c = current.clone();
     let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
         let keys = c.lock().expect("lock").clone();
@@ -344,6 +344,13 @@ fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
             &jwks(keys),
         );
     }));
+    (server, current)
+}
+
+#[test]
+fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
+    let fx = Fixture::new();
+    let (server, current) = serve_changing(json!([ed("a", X1)]));
     let uri = format!("{}/j", server.base);
     let patient = fx.fetcher(quick());
     assert!(found(&patient.find(&uri, "a")));
@@ -402,17 +409,7 @@ fn a_key_added_upstream_is_found_right_after_the_last_fetch() {
     // The rotation: the customer adds b to the set keyward fetched a moment ago,
     // registers b and verifies with it at once.
     let fx = Fixture::new();
-    let current = Arc::new(Mutex::new(json!([ed("a", X1)])));
-    let c = current.clone();
-    let server = serve(Arc::new(move |_: &str, s: &mut std::net::TcpStream| {
-        let keys = c.lock().expect("lock").clone();
-        respond(
-            s,
-            "200 OK",
-            &[("Cache-Control", "max-age=3600".into())],
-            &jwks(keys),
-        );
-    }));
+    let (server, current) = serve_changing(json!([ed("a", X1)]));
     let uri = format!("{}/j", server.base);
     let fetcher = fx.fetcher(quick());
     assert!(found(&fetcher.find(&uri, "a")));
