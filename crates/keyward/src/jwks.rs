@@ -15,8 +15,9 @@
 //! then verifies at once), but each kid at most once per
 //! [`FetchConfig::unknown_kid_cooldown`], and all kids together at most
 //! [`FetchConfig::unknown_kid_refetches`] times per cooldown; concurrent misses on one URI
-//! share one fetch. (Only keyIds registered with the URI reach it: a token's unknown kid
-//! is refused before any fetch.) When a refetch fails, the last good copy keeps serving for
+//! share one fetch, and its outcome: lookups that waited for a fetch that failed answer
+//! from that failure instead of each fetching in turn. (Only keyIds registered with the
+//! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch fails, the last good copy keeps serving for
 //! [`FetchConfig::serve_stale_for`] past its expiry; after that, lookups fail closed.
 //! At most [`FetchConfig::max_cached_uris`] URIs' sets are kept (each from a body of at
 //! most [`FetchConfig::max_body_bytes`]); a new URI takes the place of the one looked
@@ -89,6 +90,8 @@ struct Slot {
     missed: HashMap<String, Instant>,
     /// When the refetches for kids the fresh set lacked happened, within the cooldown.
     refetched: Vec<Instant>,
+    /// When the last fetch failed, and why; cleared by a fetch that succeeds.
+    failed: Option<(Instant, String)>,
 }
 
 impl Slot {
@@ -235,6 +238,7 @@ impl JwksFetcher {
 
     async fn lookup(&self, uri: &str, kid: &str) -> JwksLookup {
         let slot = self.slot(uri);
+        let asked = Instant::now();
         let mut slot = slot.lock().await;
         let now = Instant::now();
         let fresh_miss = match slot.set.as_ref().filter(|set| now < set.fresh_until) {
@@ -247,9 +251,24 @@ impl JwksFetcher {
         if fresh_miss && !slot.may_refetch_for(kid, now, &self.config) {
             return JwksLookup::NotFound;
         }
-        let fetched = self.fetch(uri).await;
-        let outcome = if fetched.is_ok() { "ok" } else { "error" };
-        metrics::counter!("keyward_jwks_fetches_total", "outcome" => outcome).increment(1);
+        // Lookups that queued behind a fetch share its outcome, a failure too: while the
+        // endpoint is down, each would otherwise wait for every fetch before its own.
+        let fetched = match &slot.failed {
+            Some((at, why)) if *at >= asked => Err(why.clone()),
+            _ => {
+                let fetched = self.fetch(uri).await;
+                let outcome = if fetched.is_ok() { "ok" } else { "error" };
+                metrics::counter!("keyward_jwks_fetches_total", "outcome" => outcome).increment(1);
+                if let Err(why) = &fetched {
+                    tracing::warn!(uri = %uri, error = %why, "JWKS fetch failed");
+                }
+                slot.failed = fetched
+                    .as_ref()
+                    .err()
+                    .map(|why| (Instant::now(), why.clone()));
+                fetched
+            }
+        };
         let result = match fetched {
             Ok(set) => {
                 let result = set
@@ -259,18 +278,15 @@ impl JwksFetcher {
                 slot.set = Some(set);
                 result
             }
-            Err(why) => {
-                tracing::warn!(uri = %uri, error = %why, "JWKS fetch failed");
-                match slot.set.as_ref() {
-                    Some(set) if now < set.fresh_until + self.config.serve_stale_for => {
-                        tracing::warn!(uri = %uri, age_s = now.duration_since(set.fetched_at).as_secs(), "serving a stale JWKS");
-                        set.keys
-                            .get(kid)
-                            .map_or(JwksLookup::NotFound, |found| answer(kid, found))
-                    }
-                    _ => JwksLookup::Unavailable(why),
+            Err(why) => match slot.set.as_ref() {
+                Some(set) if now < set.fresh_until + self.config.serve_stale_for => {
+                    tracing::warn!(uri = %uri, age_s = now.duration_since(set.fetched_at).as_secs(), "serving a stale JWKS");
+                    set.keys
+                        .get(kid)
+                        .map_or(JwksLookup::NotFound, |found| answer(kid, found))
                 }
-            }
+                _ => JwksLookup::Unavailable(why),
+            },
         };
         if matches!(result, JwksLookup::NotFound) {
             slot.missed(kid, now, &self.config);

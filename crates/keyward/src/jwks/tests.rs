@@ -442,6 +442,37 @@ fn concurrent_misses_share_one_fetch() {
 }
 
 #[test]
+fn lookups_queued_behind_a_failing_fetch_share_its_failure() {
+    let fx = Fixture::new();
+    let server = serve(Arc::new(|_: &str, s: &mut std::net::TcpStream| {
+        thread::sleep(Duration::from_millis(200));
+        respond(s, "503 Service Unavailable", &[], b"");
+    }));
+    let fetcher = fx.fetcher(quick());
+    let uri = format!("{}/j", server.base);
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let (fetcher, uri) = (fetcher.clone(), uri.clone());
+            thread::spawn(move || unavailable(&fetcher.find(&uri, "k1")))
+        })
+        .collect();
+    for handle in handles {
+        assert!(handle.join().expect("thread").contains("503"));
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "one fetch for the lookups that waited on it"
+    );
+    unavailable(&fetcher.find(&uri, "k1"));
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "a lookup that comes later tries again"
+    );
+}
+
+#[test]
 fn a_set_let_go_is_fetched_again_and_not_served_stale() {
     let fx = Fixture::new();
     let (server, up) = serve_k1_until_down("max-age=600");
