@@ -17,8 +17,9 @@
 //! [`FetchConfig::unknown_kid_refetches`] times per cooldown; concurrent misses on one URI
 //! share one fetch, and its outcome: lookups that waited for a fetch that failed answer
 //! from that failure instead of each fetching in turn. (Only keyIds registered with the
-//! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch fails, the last good copy keeps serving for
-//! [`FetchConfig::serve_stale_for`] past its expiry; after that, lookups fail closed.
+//! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch
+//! fails, the last good copy keeps serving for [`FetchConfig::serve_stale_for`] past its
+//! expiry; after that, lookups fail closed.
 //! At most [`FetchConfig::max_cached_uris`] URIs' sets are kept (each from a body of at
 //! most [`FetchConfig::max_body_bytes`]); a new URI takes the place of the one looked
 //! up least recently.
