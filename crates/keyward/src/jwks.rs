@@ -96,11 +96,16 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether a kid the fresh set lacks may be fetched for now; counts the refetch.
-    fn may_refetch_for(&mut self, kid: &str, now: Instant, config: &FetchConfig) -> bool {
+    /// Forgets the misses and refetches older than the cooldown, so both stay bounded.
+    fn forget_cooled(&mut self, now: Instant, config: &FetchConfig) {
         let cooling = |at: &Instant| now.duration_since(*at) < config.unknown_kid_cooldown;
         self.missed.retain(|_, at| cooling(at));
         self.refetched.retain(cooling);
+    }
+
+    /// Whether a kid the fresh set lacks may be fetched for now; counts the refetch.
+    fn may_refetch_for(&mut self, kid: &str, now: Instant, config: &FetchConfig) -> bool {
+        self.forget_cooled(now, config);
         if self.missed.contains_key(kid) || self.refetched.len() >= config.unknown_kid_refetches {
             return false;
         }
@@ -109,9 +114,8 @@ impl Slot {
     }
 
     /// Remembers that a fetch did not find `kid`.
-    fn missed(&mut self, kid: &str, now: Instant, config: &FetchConfig) {
-        self.missed
-            .retain(|_, at| now.duration_since(*at) < config.unknown_kid_cooldown);
+    fn remember_miss(&mut self, kid: &str, now: Instant, config: &FetchConfig) {
+        self.forget_cooled(now, config);
         self.missed.insert(kid.to_owned(), now);
     }
 }
@@ -290,7 +294,7 @@ impl JwksFetcher {
             },
         };
         if matches!(result, JwksLookup::NotFound) {
-            slot.missed(kid, now, &self.config);
+            slot.remember_miss(kid, now, &self.config);
         }
         result
     }
