@@ -11,10 +11,10 @@
 //!
 //! Cache: a JWKS is fresh for its `Cache-Control: max-age`, clamped to
 //! [`FetchConfig::min_ttl`, `FetchConfig::max_ttl`]. A kid the cached set lacks triggers
-//! a refetch, even right after the last fetch (a key added upstream and registered just
-//! then verifies at once), but each kid at most once per
-//! [`FetchConfig::unknown_kid_cooldown`], and all kids together at most
-//! [`FetchConfig::unknown_kid_refetches`] times per cooldown; concurrent misses on one URI
+//! one refetch, then a cooldown ([`FetchConfig::unknown_kid_cooldown`]) during which no
+//! kid the set lacks fetches again, nor a kid that fetch did not find. The cooldown runs
+//! from that refetch, not from the last fetch of any kind, so a key added upstream and
+//! registered right after a fetch still verifies at once. Concurrent misses on one URI
 //! share one fetch, and its outcome: lookups that waited for a fetch that failed answer
 //! from that failure instead of each fetching in turn. (Only keyIds registered with the
 //! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch
@@ -46,11 +46,9 @@ pub struct FetchConfig {
     pub default_ttl: Duration,
     pub min_ttl: Duration,
     pub max_ttl: Duration,
-    /// How long a kid that a fetch did not find is answered as unknown without another
-    /// fetch.
+    /// After a refetch for a kid the fresh set lacked, or a fetch that did not find a
+    /// kid: how long such kids are answered as unknown without another fetch.
     pub unknown_kid_cooldown: Duration,
-    /// Most refetches of one URI for kids its fresh set lacks, per cooldown.
-    pub unknown_kid_refetches: usize,
     pub serve_stale_for: Duration,
     /// Most JWKS URIs whose key sets are kept. A new URI takes the place of the one
     /// looked up least recently (and not being looked up now), so memory stays bounded
@@ -69,7 +67,6 @@ impl Default for FetchConfig {
             min_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(3600),
             unknown_kid_cooldown: Duration::from_secs(30),
-            unknown_kid_refetches: 4,
             serve_stale_for: Duration::from_secs(3600),
             max_cached_uris: 1024,
         }
@@ -89,27 +86,28 @@ struct Slot {
     /// Kids a fetch did not find, and when: none is fetched for again within the
     /// cooldown.
     missed: HashMap<String, Instant>,
-    /// When the refetches for kids the fresh set lacked happened, within the cooldown.
-    refetched: Vec<Instant>,
+    /// When the last refetch for a kid the fresh set lacked happened.
+    refetched: Option<Instant>,
     /// When the last fetch failed, and why; cleared by a fetch that succeeds.
     failed: Option<(Instant, String)>,
 }
 
 impl Slot {
-    /// Forgets the misses and refetches older than the cooldown, so both stay bounded.
+    /// Forgets the misses and the refetch older than the cooldown, so the misses stay
+    /// bounded.
     fn forget_cooled(&mut self, now: Instant, config: &FetchConfig) {
         let cooling = |at: &Instant| now.duration_since(*at) < config.unknown_kid_cooldown;
         self.missed.retain(|_, at| cooling(at));
-        self.refetched.retain(cooling);
+        self.refetched = self.refetched.filter(cooling);
     }
 
-    /// Whether a kid the fresh set lacks may be fetched for now; counts the refetch.
+    /// Whether a kid the fresh set lacks may be fetched for now; remembers the refetch.
     fn may_refetch_for(&mut self, kid: &str, now: Instant, config: &FetchConfig) -> bool {
         self.forget_cooled(now, config);
-        if self.missed.contains_key(kid) || self.refetched.len() >= config.unknown_kid_refetches {
+        if self.missed.contains_key(kid) || self.refetched.is_some() {
             return false;
         }
-        self.refetched.push(now);
+        self.refetched = Some(now);
         true
     }
 
