@@ -411,7 +411,8 @@ fn a_key_added_upstream_is_found_right_after_the_last_fetch() {
     let fx = Fixture::new();
     let (server, current) = serve_changing(json!([ed("a", X1)]));
     let uri = format!("{}/j", server.base);
-    let cooldown = Duration::from_millis(300);
+    // Long enough that a loaded machine still looks up c within it.
+    let cooldown = Duration::from_secs(2);
     let fetcher = fx.fetcher(FetchConfig {
         unknown_kid_cooldown: cooldown,
         ..quick()
