@@ -71,7 +71,7 @@ impl From<&Rejection> for Reason {
     fn from(rejection: &Rejection) -> Self {
         match rejection {
             Rejection::MalformedToken(_) => Self::MalformedToken,
-            Rejection::UnknownKey => Self::UnknownKey,
+            Rejection::UnknownKey | Rejection::NotInJwks => Self::UnknownKey,
             Rejection::KeyRevoked => Self::KeyRevoked,
             Rejection::AlgorithmNotAllowed(_) => Self::AlgorithmNotAllowed,
             Rejection::BadSignature => Self::BadSignature,

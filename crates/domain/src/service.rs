@@ -731,7 +731,7 @@ impl KeyService {
                     let thumbprint = jwk.thumbprint();
                     self.keys.get_or_parse(thumbprint.as_str(), || Ok(jwk))?
                 }
-                JwksLookup::NotFound => return Ok(Err(Rejection::UnknownKey)),
+                JwksLookup::NotFound => return Ok(Err(Rejection::NotInJwks)),
                 JwksLookup::Unavailable(why) => return Ok(Err(Rejection::JwksUnavailable(why))),
             },
         };

@@ -23,6 +23,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub enum Rejection {
     MalformedToken(String),
     UnknownKey,
+    /// The kid names a key registered by jwksUri, but the set fetched from that URI has
+    /// no key with this kid (`UNKNOWN_KEY` too, with a message that says where to look).
+    NotInJwks,
     KeyRevoked,
     AlgorithmNotAllowed(String),
     BadSignature,
@@ -39,7 +42,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MalformedToken(_) => "MALFORMED_TOKEN",
-            Self::UnknownKey => "UNKNOWN_KEY",
+            Self::UnknownKey | Self::NotInJwks => "UNKNOWN_KEY",
             Self::KeyRevoked => "KEY_REVOKED",
             Self::AlgorithmNotAllowed(_) => "ALGORITHM_NOT_ALLOWED",
             Self::BadSignature => "BAD_SIGNATURE",
@@ -58,6 +61,7 @@ impl Rejection {
         match self {
             Self::MalformedToken(why) => format!("the token is not an acceptable compact JWS: {why}"),
             Self::UnknownKey => "the token's kid names no key registered in this enterprise; register the key first, or sign with a registered one".into(),
+            Self::NotInJwks => "the token's kid names a key registered by jwksUri, but the key set at that URI has no key with this kid; publish the public key there under this kid (a set that lacks a kid is fetched again at most once every 30 seconds)".into(),
             Self::KeyRevoked => "the token is signed with a revoked key; sign with an active key".into(),
             Self::AlgorithmNotAllowed(why) => format!("the token's algorithm is not allowed: {why}"),
             Self::BadSignature => "the signature does not verify with the registered key; sign with the private key that matches it (ECDSA signatures in raw r||s form)".into(),

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keyward_domain::auth::{IssuedToken, Role, TokenGrant};
 use keyward_domain::crypto::VerifyingKey;
-use keyward_domain::ports::{KeyStore, RecordOutcome, VerificationStore};
+use keyward_domain::ports::{JwksLookup, JwksSource, KeyStore, RecordOutcome, VerificationStore};
 use keyward_domain::{
     Clock, EnterpriseAdmin, EnterpriseId, KeyService, KeySource, KeyStatus, Policy, PublicJwk,
     StoreError, StoredKey, Timestamp, Verification,
@@ -111,19 +111,35 @@ impl World {
         }
     }
 
+    /// The same world, its keys registered by jwksUri fetched from `jwks`.
+    fn with_jwks(self, jwks: Arc<dyn JwksSource>) -> Self {
+        Self {
+            service: self.service.with_jwks_source(jwks),
+            ..self
+        }
+    }
+
     fn add(&self, kid: &str, jwk: &Value, status: KeyStatus) {
         let map = jwk.as_object().expect("object").clone();
         let jwk = PublicJwk::from_json(&map).expect("valid JWK").with_kid(kid);
+        self.add_source(
+            kid,
+            KeySource::Inline {
+                algorithm: jwk.curve().family(),
+                jwk: jwk.to_canonical_json(),
+                thumbprint: jwk.thumbprint().as_str().into(),
+            },
+            status,
+        );
+    }
+
+    fn add_source(&self, kid: &str, source: KeySource, status: KeyStatus) {
         let key = StoredKey {
             id: uuid::Uuid::new_v4(),
             enterprise_id: "acme".into(),
             key_id: kid.into(),
             key_name: kid.into(),
-            source: KeySource::Inline {
-                algorithm: jwk.curve().family(),
-                jwk: jwk.to_canonical_json(),
-                thumbprint: jwk.thumbprint().as_str().into(),
-            },
+            source,
             status,
             created_at: Timestamp::from_millis(0),
             created_by: "admin@acme.test".into(),
@@ -799,6 +815,39 @@ fn claims_are_checked_for_presence_type_and_time() {
         world.verify(&ed_token(&key, &h, &edge), "e"),
         Ok(("k1".into(), 200))
     );
+}
+
+#[test]
+fn a_kid_missing_from_its_jwks_is_unknown_and_says_where_to_publish_it() {
+    struct Lacking;
+    impl JwksSource for Lacking {
+        fn find(&self, _uri: &str, _kid: &str) -> JwksLookup {
+            JwksLookup::NotFound
+        }
+    }
+    let world = World::new().with_jwks(Arc::new(Lacking));
+    world.add_source(
+        "remote",
+        KeySource::JwksUri("https://keys.example/jwks.json".into()),
+        KeyStatus::Active,
+    );
+    let (key, _) = ed_key(31);
+    let token = ed_token(
+        &key,
+        &json!({"alg": "EdDSA", "kid": "remote"}),
+        &claims("e", 200),
+    );
+    let verdict = world.service.verify(&world.admin, &token, "e");
+    let Ok(Verification::Invalid(rejection)) = verdict else {
+        panic!("expected a refusal, got {verdict:?}");
+    };
+    assert_eq!(rejection.code(), "UNKNOWN_KEY");
+    let message = rejection.message();
+    assert!(
+        message.contains("jwksUri") && message.contains("publish"),
+        "{message}"
+    );
+    assert!(!message.contains("register the key first"), "{message}");
 }
 
 #[test]
