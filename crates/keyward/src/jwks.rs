@@ -12,9 +12,9 @@
 //! Cache: a JWKS is fresh for its `Cache-Control: max-age`, clamped to
 //! [`FetchConfig::min_ttl`, `FetchConfig::max_ttl`]. A kid the cached set lacks triggers
 //! one refetch, then a cooldown ([`FetchConfig::unknown_kid_cooldown`]) during which no
-//! kid the set lacks fetches again, nor a kid that fetch did not find. The cooldown runs
-//! from that refetch, not from the last fetch of any kind, so a key added upstream and
-//! registered right after a fetch still verifies at once. Concurrent misses on one URI
+//! kid the set lacks fetches again; so does any fetch that does not find the kid it was
+//! for. The cooldown runs from such a fetch, not from the last fetch of any kind, so a
+//! key added upstream and registered right after a fetch still verifies at once. Concurrent misses on one URI
 //! share one fetch, and its outcome: lookups that waited for a fetch that failed answer
 //! from that failure instead of each fetching in turn. (Only keyIds registered with the
 //! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch
@@ -46,8 +46,8 @@ pub struct FetchConfig {
     pub default_ttl: Duration,
     pub min_ttl: Duration,
     pub max_ttl: Duration,
-    /// After a refetch for a kid the fresh set lacked, or a fetch that did not find a
-    /// kid: how long such kids are answered as unknown without another fetch.
+    /// After a refetch for a kid the fresh set lacked, or a fetch that did not find its
+    /// kid: how long kids the fresh set lacks are answered as unknown without a fetch.
     pub unknown_kid_cooldown: Duration,
     pub serve_stale_for: Duration,
     /// Most JWKS URIs whose key sets are kept. A new URI takes the place of the one
@@ -83,38 +83,24 @@ struct CachedSet {
 #[derive(Default)]
 struct Slot {
     set: Option<CachedSet>,
-    /// Kids a fetch did not find, and when: none is fetched for again within the
-    /// cooldown.
-    missed: HashMap<String, Instant>,
-    /// When the last refetch for a kid the fresh set lacked happened.
-    refetched: Option<Instant>,
+    /// When the last refetch for a kid the fresh set lacked, or the last fetch that did
+    /// not find its kid, happened: the cooldown runs from there.
+    cooling_since: Option<Instant>,
     /// When the last fetch failed, and why; cleared by a fetch that succeeds.
     failed: Option<(Instant, String)>,
 }
 
 impl Slot {
-    /// Forgets the misses and the refetch older than the cooldown, so the misses stay
-    /// bounded.
-    fn forget_cooled(&mut self, now: Instant, config: &FetchConfig) {
-        let cooling = |at: &Instant| now.duration_since(*at) < config.unknown_kid_cooldown;
-        self.missed.retain(|_, at| cooling(at));
-        self.refetched = self.refetched.filter(cooling);
-    }
-
-    /// Whether a kid the fresh set lacks may be fetched for now; remembers the refetch.
-    fn may_refetch_for(&mut self, kid: &str, now: Instant, config: &FetchConfig) -> bool {
-        self.forget_cooled(now, config);
-        if self.missed.contains_key(kid) || self.refetched.is_some() {
-            return false;
+    /// Whether a kid the fresh set lacks may be fetched for now; if so, the cooldown
+    /// starts.
+    fn may_refetch(&mut self, now: Instant, config: &FetchConfig) -> bool {
+        let cooling = self
+            .cooling_since
+            .is_some_and(|at| now.duration_since(at) < config.unknown_kid_cooldown);
+        if !cooling {
+            self.cooling_since = Some(now);
         }
-        self.refetched = Some(now);
-        true
-    }
-
-    /// Remembers that a fetch did not find `kid`.
-    fn remember_miss(&mut self, kid: &str, now: Instant, config: &FetchConfig) {
-        self.forget_cooled(now, config);
-        self.missed.insert(kid.to_owned(), now);
+        !cooling
     }
 }
 
@@ -251,7 +237,7 @@ impl JwksFetcher {
             },
             None => false,
         };
-        if fresh_miss && !slot.may_refetch_for(kid, now, &self.config) {
+        if fresh_miss && !slot.may_refetch(now, &self.config) {
             return JwksLookup::NotFound;
         }
         // Lookups that queued behind a fetch share its outcome, a failure too: while the
@@ -292,7 +278,7 @@ impl JwksFetcher {
             },
         };
         if matches!(result, JwksLookup::NotFound) {
-            slot.remember_miss(kid, now, &self.config);
+            slot.cooling_since = Some(now);
         }
         result
     }

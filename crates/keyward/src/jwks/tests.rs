@@ -373,6 +373,11 @@ fn unknown_kids_refetch_once_per_cooldown_and_rotations_are_seen() {
         2,
         "a flood of other unknown kids fetches nothing within the refetch's cooldown"
     );
+    // A first fetch that does not find its kid starts the cooldown too.
+    let cold = fx.fetcher(quick());
+    assert_eq!(cold.find(&uri, "ghost"), JwksLookup::NotFound);
+    assert_eq!(cold.find(&uri, "other"), JwksLookup::NotFound);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
     let eager = fx.fetcher(FetchConfig {
         unknown_kid_cooldown: Duration::ZERO,
         ..quick()
