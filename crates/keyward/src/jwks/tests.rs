@@ -439,6 +439,20 @@ fn a_key_added_upstream_is_found_right_after_the_last_fetch() {
     assert_eq!(server.hits.load(Ordering::SeqCst), 3);
 }
 
+/// Ten lookups of kid `k1` at `uri`, started together, in the order started.
+fn ten_at_once(fetcher: &Arc<JwksFetcher>, uri: &str) -> Vec<JwksLookup> {
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let (fetcher, uri) = (fetcher.clone(), uri.to_owned());
+            thread::spawn(move || fetcher.find(&uri, "k1"))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
+}
+
 #[test]
 fn concurrent_misses_share_one_fetch() {
     let fx = Fixture::new();
@@ -446,15 +460,8 @@ fn concurrent_misses_share_one_fetch() {
         thread::sleep(Duration::from_millis(200));
         respond(s, "200 OK", &[], &jwks(json!([ed("k1", X1)])));
     }));
-    let fetcher = fx.fetcher(quick());
     let uri = format!("{}/j", server.base);
-    let handles: Vec<_> = (0..10)
-        .map(|_| {
-            let (fetcher, uri) = (fetcher.clone(), uri.clone());
-            thread::spawn(move || found(&fetcher.find(&uri, "k1")))
-        })
-        .collect();
-    assert!(handles.into_iter().all(|h| h.join().expect("thread")));
+    assert!(ten_at_once(&fx.fetcher(quick()), &uri).iter().all(found));
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 }
 
@@ -467,14 +474,8 @@ fn lookups_queued_behind_a_failing_fetch_share_its_failure() {
     }));
     let fetcher = fx.fetcher(quick());
     let uri = format!("{}/j", server.base);
-    let handles: Vec<_> = (0..10)
-        .map(|_| {
-            let (fetcher, uri) = (fetcher.clone(), uri.clone());
-            thread::spawn(move || unavailable(&fetcher.find(&uri, "k1")))
-        })
-        .collect();
-    for handle in handles {
-        assert!(handle.join().expect("thread").contains("503"));
+    for lookup in ten_at_once(&fetcher, &uri) {
+        assert!(unavailable(&lookup).contains("503"));
     }
     assert_eq!(
         server.hits.load(Ordering::SeqCst),
