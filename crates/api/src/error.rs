@@ -174,6 +174,24 @@ pub fn framework_error(status: StatusCode, detail: &str) -> ApiError {
     }
 }
 
+/// A path or query parameter the framework could not parse or that failed its bounds:
+/// the message says what the parameter accepts, rather than the parser's words.
+pub fn invalid_parameter(name: &str, reason: &str) -> ApiError {
+    let message = match name {
+        "limit" => {
+            "'limit' must be a whole number from 1 to 100 (the page size; 50 if omitted)".to_owned()
+        }
+        "prevId" => "'prevId' must be a whole number, 0 or more (how many keys to skip; 0 or \
+                     omitted for the first page)"
+            .to_owned(),
+        "status" => {
+            "'status' must be ACTIVE or REVOKED (omit it to list keys in both states)".to_owned()
+        }
+        _ => format!("the '{name}' parameter is not acceptable: {reason}"),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+}
+
 pub fn payload_too_large(limit: Option<usize>) -> ApiError {
     let message = match limit {
         Some(limit) => {

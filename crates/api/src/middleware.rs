@@ -15,7 +15,7 @@ use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::body::BodyLimit;
-use crate::error::{framework_error, ApiError};
+use crate::error::{framework_error, invalid_parameter, ApiError};
 use crate::limits::Limits;
 use crate::state::{AppState, RequestId};
 
@@ -133,6 +133,10 @@ pub async fn envelope<E: Endpoint>(
         Ok(()) => match ep.call(req).await {
             Ok(resp) => resp.into_response(),
             Err(err) => {
+                if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+                    let resp = invalid_parameter(param.name, &param.reason).into_response();
+                    return Ok(finish(resp, &request_id, &method, &path, started));
+                }
                 let status = err.status();
                 let detail = err.to_string();
                 let resp = err.into_response();

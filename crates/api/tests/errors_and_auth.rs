@@ -164,10 +164,24 @@ on_both_backends! {
         let big = format!("{{\"keyName\": \"{}\"}}", "a".repeat(70_000));
         let too_large = h.call(Method::POST, &keys_path("acme"), admin, Some(&big)).await;
         assert_eq!((too_large.status, too_large.error_code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));
-        for query in ["limit=0", "limit=101", "limit=abc", "prevId=-1", "status=DELETED"] {
+        for (query, says) in [
+            ("limit=0", "'limit' must be a whole number from 1 to 100"),
+            ("limit=101", "'limit' must be a whole number from 1 to 100"),
+            ("limit=abc", "'limit' must be a whole number from 1 to 100"),
+            ("limit=99999999999999999999", "'limit' must be a whole number from 1 to 100"),
+            ("prevId=-1", "'prevId' must be a whole number, 0 or more"),
+            ("prevId=1.5", "'prevId' must be a whole number, 0 or more"),
+            ("status=DELETED", "'status' must be ACTIVE or REVOKED"),
+            ("status=active", "'status' must be ACTIVE or REVOKED"),
+        ] {
             let reply = h.call(Method::GET, &format!("{}?{query}", keys_path("acme")), admin, None).await;
             assert_eq!((reply.status, reply.error_code().as_str()), (StatusCode::BAD_REQUEST, "INVALID_REQUEST"), "{query}");
+            let message = reply.body["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with(says), "{query}: {message}");
         }
+        // The bearer check still comes first.
+        let anonymous = h.call(Method::GET, &format!("{}?limit=0", keys_path("acme")), None, None).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     }
 
     request_ids_are_echoed_or_made(db) {
