@@ -157,7 +157,7 @@ impl PublicJwk {
         if let Some(alg) = &alg {
             if !curve.jws_algs().contains(&alg.as_str()) {
                 return Err(DomainError::AlgorithmMismatch(format!(
-                    "the JWK's alg '{}' does not fit a {} key; use {} or leave alg out",
+                    "the JWK's alg '{}' does not fit a key on {}; use {} or leave alg out",
                     alg.escape_debug(),
                     curve.crv(),
                     curve.jws_algs().join(" or ")
