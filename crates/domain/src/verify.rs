@@ -67,7 +67,14 @@ impl Rejection {
             Self::BadSignature => "the signature does not verify with the registered key; sign with the private key that matches it (ECDSA signatures in raw r||s form)".into(),
             Self::EvaluationIdMismatch => "the token answers another evaluation: its evaluationId differs from the one asked about".into(),
             Self::MissingClaim(claim) => format!("the token has no '{claim}' claim; include it"),
-            Self::InvalidClaim(claim) => format!("the token's '{claim}' claim has the wrong type"),
+            Self::InvalidClaim(claim) => {
+                let wanted = match *claim {
+                    "evaluationId" => "a string: the id of the evaluation the token answers",
+                    "statusCode" => "an integer: the webhook's HTTP status (200 approves)",
+                    _ => "a NumericDate: seconds since 1970-01-01T00:00:00Z, as a JSON number",
+                };
+                format!("the token's '{claim}' claim has the wrong type; it must be {wanted}")
+            }
             Self::TokenExpired(why) => format!("the token is no longer valid: {why}"),
             Self::IssuedInFuture(why) => format!("the token is not valid yet: {why}; check the signer's clock"),
             Self::Replayed => "this evaluationId has already been answered by a verified token; each evaluation verifies once".into(),

@@ -818,6 +818,43 @@ fn claims_are_checked_for_presence_type_and_time() {
 }
 
 #[test]
+fn a_claim_of_the_wrong_type_says_which_type_it_must_be() {
+    let (world, key) = ed_world();
+    let h = json!({"alg": "EdDSA", "kid": "k1"});
+    for (claims, says) in [
+        (
+            json!({"evaluationId": "e", "statusCode": "200", "iat": NOW}),
+            "'statusCode' claim has the wrong type; it must be an integer",
+        ),
+        (
+            json!({"evaluationId": 7, "statusCode": 200, "iat": NOW}),
+            "'evaluationId' claim has the wrong type; it must be a string",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": "2026-01-12"}),
+            "'iat' claim has the wrong type; it must be a NumericDate",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW, "exp": "later"}),
+            "'exp' claim has the wrong type; it must be a NumericDate",
+        ),
+    ] {
+        let verdict = world
+            .service
+            .verify(&world.admin, &ed_token(&key, &h, &claims), "e");
+        let Ok(Verification::Invalid(rejection)) = verdict else {
+            panic!("expected a refusal, got {verdict:?}");
+        };
+        assert_eq!(rejection.code(), "INVALID_CLAIM");
+        assert!(
+            rejection.message().contains(says),
+            "{}",
+            rejection.message()
+        );
+    }
+}
+
+#[test]
 fn a_kid_missing_from_its_jwks_is_unknown_and_says_where_to_publish_it() {
     struct Lacking;
     impl JwksSource for Lacking {
