@@ -884,7 +884,9 @@ impl AdminService {
         {
             AdminOutcome::Done | AdminOutcome::AlreadyExists => Ok(()),
             AdminOutcome::NotFound => Err(DomainError::InvalidRequest(format!(
-                "enterprise '{enterprise}' or user '{email}' does not exist; create them first"
+                "enterprise '{enterprise}' or user '{email}' does not exist; create the missing one \
+                 with 'keyward admin enterprise create {enterprise}' or \
+                 'keyward admin user create {email}'"
             ))),
         }
     }

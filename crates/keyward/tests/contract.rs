@@ -821,6 +821,12 @@ fn cli_errors_are_one_line_and_fail() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        if args[1] == "member" {
+            assert!(
+                stderr.contains("'keyward admin user create nobody@acme.test'"),
+                "says how to create what is missing: {stderr}"
+            );
+        }
     }
     let out = Command::new(BIN)
         .args(["admin", "audit", "acme"])
