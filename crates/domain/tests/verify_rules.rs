@@ -755,7 +755,7 @@ fn duplicate_members_and_non_object_claims_are_refused() {
 }
 
 #[test]
-fn claims_are_checked_for_presence_type_and_time() {
+fn claims_are_checked_for_presence_and_time() {
     let (world, key) = ed_world();
     let h = json!({"alg": "EdDSA", "kid": "k1"});
     let cases = [
@@ -764,26 +764,6 @@ fn claims_are_checked_for_presence_type_and_time() {
         (
             json!({"evaluationId": "e", "statusCode": 200}),
             "MISSING_CLAIM",
-        ),
-        (
-            json!({"evaluationId": "e", "statusCode": "200", "iat": NOW}),
-            "INVALID_CLAIM",
-        ),
-        (
-            json!({"evaluationId": "e", "statusCode": 200.5, "iat": NOW}),
-            "INVALID_CLAIM",
-        ),
-        (
-            json!({"evaluationId": 5, "statusCode": 200, "iat": NOW}),
-            "INVALID_CLAIM",
-        ),
-        (
-            json!({"evaluationId": "e", "statusCode": 200, "iat": "now"}),
-            "INVALID_CLAIM",
-        ),
-        (
-            json!({"evaluationId": "e", "statusCode": 200, "iat": NOW, "exp": "later"}),
-            "INVALID_CLAIM",
         ),
         (
             json!({"evaluationId": "e", "statusCode": 200, "iat": NOW + 301}),
@@ -818,12 +798,16 @@ fn claims_are_checked_for_presence_type_and_time() {
 }
 
 #[test]
-fn a_claim_of_the_wrong_type_says_which_type_it_must_be() {
+fn a_claim_of_the_wrong_type_is_refused_saying_which_type_it_must_be() {
     let (world, key) = ed_world();
     let h = json!({"alg": "EdDSA", "kid": "k1"});
     for (claims, says) in [
         (
             json!({"evaluationId": "e", "statusCode": "200", "iat": NOW}),
+            "'statusCode' claim has the wrong type; it must be an integer",
+        ),
+        (
+            json!({"evaluationId": "e", "statusCode": 200.5, "iat": NOW}),
             "'statusCode' claim has the wrong type; it must be an integer",
         ),
         (
