@@ -267,7 +267,12 @@ pub enum JwksLookup {
     Unavailable(String),
 }
 
-/// Fetches keys registered by jwksUri.
+/// How long, in seconds, a JWKS source waits before fetching a set again for a kid it
+/// lacked: the refusal's message tells the signer to retry after it.
+pub const JWKS_UNKNOWN_KID_COOLDOWN_SECS: u64 = 30;
+
+/// Fetches keys registered by jwksUri, refetching a set for a kid it lacks at most once
+/// per [`JWKS_UNKNOWN_KID_COOLDOWN_SECS`].
 pub trait JwksSource: Send + Sync {
     fn find(&self, uri: &str, kid: &str) -> JwksLookup;
 }

@@ -61,7 +61,10 @@ impl Rejection {
         match self {
             Self::MalformedToken(why) => format!("the token is not an acceptable compact JWS: {why}"),
             Self::UnknownKey => "the token's kid names no key registered in this enterprise; register the key first, or sign with a registered one".into(),
-            Self::NotInJwks => "the token's kid names a key registered by jwksUri, but the key set last fetched from that URI has no key with this kid; publish the public key there under this kid (if you just did, retry in 30 seconds: a set that lacks a kid is fetched again at most once every 30 seconds)".into(),
+            Self::NotInJwks => format!(
+                "the token's kid names a key registered by jwksUri, but the key set last fetched from that URI has no key with this kid; publish the public key there under this kid (if you just did, retry in {s} seconds: a set that lacks a kid is fetched again at most once every {s} seconds)",
+                s = crate::ports::JWKS_UNKNOWN_KID_COOLDOWN_SECS
+            ),
             Self::KeyRevoked => "the token is signed with a revoked key; sign with an active key".into(),
             Self::AlgorithmNotAllowed(why) => format!("the token's algorithm is not allowed: {why}"),
             Self::BadSignature => "the signature does not verify with the registered key; sign with the private key that matches it (ECDSA signatures in raw r||s form)".into(),

@@ -869,6 +869,11 @@ fn a_kid_missing_from_its_jwks_is_unknown_and_says_where_to_publish_it() {
         "{message}"
     );
     assert!(!message.contains("register the key first"), "{message}");
+    let retry = format!(
+        "retry in {} seconds",
+        keyward_domain::ports::JWKS_UNKNOWN_KID_COOLDOWN_SECS
+    );
+    assert!(message.contains(&retry), "{message}");
 }
 
 #[test]

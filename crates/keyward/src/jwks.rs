@@ -14,10 +14,11 @@
 //! one refetch, then a cooldown ([`FetchConfig::unknown_kid_cooldown`]) during which no
 //! kid the set lacks fetches again; so does any fetch that does not find the kid it was
 //! for. The cooldown runs from such a fetch, not from the last fetch of any kind, so a
-//! key added upstream and registered right after a fetch still verifies at once. Concurrent misses on one URI
-//! share one fetch, and its outcome: lookups that waited for a fetch that failed answer
-//! from that failure instead of each fetching in turn. (Only keyIds registered with the
-//! URI reach it: a token's unknown kid is refused before any fetch.) When a refetch
+//! key added upstream and registered right after a fetch still verifies at once.
+//! Concurrent misses on one URI share one fetch, and its outcome: lookups that waited
+//! for a fetch that failed answer from that failure instead of each fetching in turn.
+//! (Only keyIds registered with the URI reach it: a token's unknown kid is refused
+//! before any fetch.) When a refetch
 //! fails, the last good copy keeps serving for [`FetchConfig::serve_stale_for`] past its
 //! expiry; after that, lookups fail closed.
 //! At most [`FetchConfig::max_cached_uris`] URIs' sets are kept (each from a body of at
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_domain::net::is_public_ip;
-use keyward_domain::ports::{JwksLookup, JwksSource};
+use keyward_domain::ports::{JwksLookup, JwksSource, JWKS_UNKNOWN_KID_COOLDOWN_SECS};
 use keyward_domain::{InsecureHosts, JwksUri, PublicJwk};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
@@ -66,7 +67,7 @@ impl Default for FetchConfig {
             default_ttl: Duration::from_secs(300),
             min_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(3600),
-            unknown_kid_cooldown: Duration::from_secs(30),
+            unknown_kid_cooldown: Duration::from_secs(JWKS_UNKNOWN_KID_COOLDOWN_SECS),
             serve_stale_for: Duration::from_secs(3600),
             max_cached_uris: 1024,
         }
