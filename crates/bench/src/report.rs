@@ -38,6 +38,7 @@ impl Row {
         let others: Vec<String> = r
             .alternatives
             .iter()
+            .filter(|(name, _)| *name != r.raw_crate)
             .map(|(name, rate)| format!("{name} {rate:.0}/s"))
             .collect();
         Row {
@@ -47,8 +48,9 @@ impl Row {
             p50_us: r.full_p50_us,
             p99_us: r.full_p99_us,
             baseline: format!(
-                "raw {} {:.0}/s (others, raw: {}); {jwt}{jose}",
+                "raw {} ({}) {:.0}/s (others, raw: {}); {jwt}{jose}",
                 r.curve.name(),
+                r.raw_crate,
                 r.raw_per_second,
                 others.join(", ")
             ),

@@ -1,22 +1,27 @@
 //! Signature checks, one well-kept implementation per curve, on keys parsed once.
 //!
-//! Chosen by measuring (docs/performance.md): Ed25519, `ed25519-dalek`, strict (no
-//! malleable S, no small-order R or key; see [`VerifyingKey::verify`]); P-256 and
-//! P-384, `aws-lc-rs` on keys parsed once, in the JWS raw `r‖s` form only; secp256k1,
-//! `k256`, with either form of S accepted as on the other ECDSA curves.
+//! Chosen by measuring (docs/performance.md): Ed25519, `ed25519-dalek` or `aws-lc-rs`,
+//! whichever checks faster on the machine the process runs on (see [`ed25519_choice`]),
+//! strict either way (no malleable S, no small-order R or key; see
+//! [`VerifyingKey::verify`]); P-256 and P-384, `aws-lc-rs` on keys parsed once, in the
+//! JWS raw `r‖s` form only; secp256k1, `k256`, with either form of S accepted as on the
+//! other ECDSA curves.
 //! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
 //! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
 
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{
+    ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519,
+};
 
 use crate::jwk::{Curve, PublicJwk};
 
 /// A public key ready to check signatures.
 pub enum VerifyingKey {
     /// Never a small-order (weak) key: [`VerifyingKey::from_jwk`] refuses those.
-    Ed25519(ed25519_dalek::VerifyingKey),
+    Ed25519(Ed25519Key),
     P256(ParsedPublicKey),
     P384(ParsedPublicKey),
     Secp256k1(k256::ecdsa::VerifyingKey),
@@ -46,10 +51,7 @@ impl VerifyingKey {
         match jwk.curve() {
             Curve::Ed25519 => {
                 let bytes: [u8; 32] = jwk.x().try_into().ok()?;
-                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-                    .ok()
-                    .filter(|key| !key.is_weak())
-                    .map(Self::Ed25519)
+                Ed25519Key::new(bytes).map(Self::Ed25519)
             }
             Curve::P256 => ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, sec1())
                 .ok()
@@ -70,18 +72,20 @@ impl VerifyingKey {
     /// key nor R of small order) without its cost: `verify_strict` decompresses R only to
     /// ask whether it is of small order, a square root that made it 8–24% slower than
     /// the plain check in alternating runs. Here the key is never weak (see the
-    /// variant), and the plain check already demands R be the canonical encoding of the
-    /// point it recomputes, so R is of small order exactly when its bytes are one of the
-    /// eight canonical encodings of the small-order points, which are compared instead.
+    /// variant), and both implementations' plain checks already refuse an S at or above
+    /// the group order and demand R be the canonical encoding of the point they
+    /// recompute, so R is of small order exactly when its bytes are one of the eight
+    /// canonical encodings of the small-order points, which are compared instead. The
+    /// implementation is the one [`ed25519_choice`] measured faster; both answer alike.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_with(ed25519_choice().chosen, message, signature)
+    }
+
+    /// [`VerifyingKey::verify`] with a given Ed25519 implementation (the other curves
+    /// have one each).
+    pub fn verify_with(&self, ed25519: Ed25519Impl, message: &[u8], signature: &[u8]) -> bool {
         match self {
-            Self::Ed25519(key) => {
-                use ed25519_dalek::Verifier as _;
-                ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| {
-                    !SMALL_ORDER_ENCODINGS.contains(sig.r_bytes())
-                        && key.verify(message, &sig).is_ok()
-                })
-            }
+            Self::Ed25519(key) => key.verify(ed25519, message, signature),
             Self::P256(key) => signature.len() == 64 && key.verify_sig(message, signature).is_ok(),
             Self::P384(key) => signature.len() == 96 && key.verify_sig(message, signature).is_ok(),
             // `k256` accepts only the low-S form (Bitcoin's rule against malleable
@@ -96,6 +100,139 @@ impl VerifyingKey {
                         .is_ok_and(|sig| key.verify(message, &sig.normalize_s()).is_ok())
             }
         }
+    }
+}
+
+/// An Ed25519 public key, prepared for both implementations.
+pub struct Ed25519Key {
+    dalek: ed25519_dalek::VerifyingKey,
+    aws_lc: ParsedPublicKey,
+}
+
+impl Ed25519Key {
+    /// `None` for an invalid or small-order (weak) key.
+    fn new(bytes: [u8; 32]) -> Option<Self> {
+        let dalek = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .ok()
+            .filter(|key| !key.is_weak())?;
+        let aws_lc = ParsedPublicKey::new(&ED25519, bytes).ok()?;
+        Some(Self { dalek, aws_lc })
+    }
+
+    fn verify(&self, with: Ed25519Impl, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = <&[u8; 64]>::try_from(signature) else {
+            return false;
+        };
+        if signature
+            .first_chunk::<32>()
+            .is_some_and(|r| SMALL_ORDER_ENCODINGS.contains(r))
+        {
+            return false;
+        }
+        match with {
+            Ed25519Impl::Dalek => {
+                use ed25519_dalek::Verifier as _;
+                let signature = ed25519_dalek::Signature::from_bytes(signature);
+                self.dalek.verify(message, &signature).is_ok()
+            }
+            Ed25519Impl::AwsLc => self.aws_lc.verify_sig(message, signature).is_ok(),
+        }
+    }
+}
+
+/// The Ed25519 implementations keyward chooses between. Their speed depends on the
+/// processor (which vector instructions each uses): on some machines one is ahead by
+/// 5–15%, on others the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ed25519Impl {
+    /// `ed25519-dalek`.
+    Dalek,
+    /// `aws-lc-rs`.
+    AwsLc,
+}
+
+impl Ed25519Impl {
+    pub const ALL: [Self; 2] = [Self::Dalek, Self::AwsLc];
+
+    /// The crate's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dalek => "ed25519-dalek",
+            Self::AwsLc => "aws-lc-rs",
+        }
+    }
+}
+
+/// Which Ed25519 implementation this process checks signatures with, and the
+/// measurement that chose it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ed25519Choice {
+    pub chosen: Ed25519Impl,
+    /// The fastest check each took in the measurement, in microseconds.
+    pub dalek_micros: f64,
+    pub aws_lc_micros: f64,
+}
+
+/// The Ed25519 implementation of this process, measured on first use: a few milliseconds
+/// of alternating batches of the same check with each, the faster by its quickest batch
+/// (the least disturbed by whatever else the machine runs) chosen. `keyward serve`
+/// measures it while starting, so no request waits for it.
+pub fn ed25519_choice() -> Ed25519Choice {
+    *ED25519_CHOICE
+}
+
+static ED25519_CHOICE: LazyLock<Ed25519Choice> = LazyLock::new(measure_ed25519);
+
+fn measure_ed25519() -> Ed25519Choice {
+    use ed25519_dalek::Signer as _;
+    const ROUNDS: usize = 8;
+    const BATCH: u32 = 8;
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    // About the length of a webhook answer's signing input.
+    let message = [b'e'; 200];
+    let signature = signer.sign(&message).to_bytes();
+    let key = Ed25519Key::new(signer.verifying_key().to_bytes());
+    let Some(key) = key else {
+        return Ed25519Choice {
+            chosen: Ed25519Impl::Dalek,
+            dalek_micros: 0.0,
+            aws_lc_micros: 0.0,
+        };
+    };
+    let batch = |with: Ed25519Impl| {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            std::hint::black_box(key.verify(
+                with,
+                std::hint::black_box(&message),
+                std::hint::black_box(&signature),
+            ));
+        }
+        start.elapsed()
+    };
+    let (mut dalek, mut aws_lc) = (Duration::MAX, Duration::MAX);
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so neither gains from where a round's
+        // interference falls.
+        let (d, a) = if round % 2 == 0 {
+            let d = batch(Ed25519Impl::Dalek);
+            (d, batch(Ed25519Impl::AwsLc))
+        } else {
+            let a = batch(Ed25519Impl::AwsLc);
+            (batch(Ed25519Impl::Dalek), a)
+        };
+        dalek = dalek.min(d);
+        aws_lc = aws_lc.min(a);
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(BATCH);
+    Ed25519Choice {
+        chosen: if aws_lc < dalek {
+            Ed25519Impl::AwsLc
+        } else {
+            Ed25519Impl::Dalek
+        },
+        dalek_micros: micros(dalek),
+        aws_lc_micros: micros(aws_lc),
     }
 }
 

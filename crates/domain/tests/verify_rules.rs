@@ -301,13 +301,14 @@ fn rfc_vectors_verify_at_the_signature_layer() {
     assert!(!key.verify(input.as_bytes(), &twisted));
 }
 
-/// Ed25519 is verified strictly: a signature the key's holder could pass off as a second
-/// one (S plus the group order), or one whose R is of small order, is refused even where
-/// the plain equation holds.
+/// Ed25519 is verified strictly, by each implementation keyward may choose: a signature
+/// the key's holder could pass off as a second one (S plus the group order), or one
+/// whose R is of small order, is refused even where the plain equation holds.
 #[test]
 fn ed25519_signatures_are_checked_strictly() {
     use curve25519_dalek::scalar::Scalar;
     use ed25519_dalek::{Signer as _, Verifier as _};
+    use keyward_domain::crypto::Ed25519Impl;
     use sha2::{Digest as _, Sha512};
 
     // The key `ed_world` registers as k1.
@@ -317,7 +318,6 @@ fn ed25519_signatures_are_checked_strictly() {
             .expect("key");
     let message = b"eyJhbGciOiJFZERTQSJ9.eyJldmFsdWF0aW9uSWQiOiJlIn0";
     let good = signer.sign(message).to_bytes();
-    assert!(key.verify(message, &good));
 
     // S + L, where L is the group order (little-endian): the same point equation.
     const L: [u8; 32] = [
@@ -332,7 +332,6 @@ fn ed25519_signatures_are_checked_strictly() {
         carry = sum >> 8;
     }
     assert_ne!(high_s, good);
-    assert!(!key.verify(message, &high_s), "S + L");
 
     // R = the identity, S = k·a: [S]B − [k]A is the identity, so the plain (cofactorless)
     // equation holds; only the holder of the private key can make such a signature.
@@ -357,15 +356,36 @@ fn ed25519_signatures_are_checked_strictly() {
             .is_ok(),
         "the plain check accepts a small-order R"
     );
-    assert!(!key.verify(message, &small_r), "small-order R");
     // The same point spelled with y = p + 1 (not canonical).
     let mut spelled = [0xff; 32];
     spelled[0] = 0xee;
     spelled[31] = 0x7f;
-    assert!(
-        !key.verify(message, &with_r(message, spelled)),
-        "non-canonical R"
-    );
+    let non_canonical_r = with_r(message, spelled);
+
+    for with in Ed25519Impl::ALL {
+        let name = with.name();
+        assert!(key.verify_with(with, message, &good), "{name}");
+        assert!(!key.verify_with(with, b"other input", &good), "{name}");
+        assert!(!key.verify_with(with, message, &high_s), "{name}: S + L");
+        assert!(
+            !key.verify_with(with, message, &small_r),
+            "{name}: small-order R"
+        );
+        assert!(
+            !key.verify_with(with, message, &non_canonical_r),
+            "{name}: non-canonical R"
+        );
+        // Wrong lengths.
+        assert!(!key.verify_with(with, message, &good[..63]), "{name}");
+        assert!(
+            !key.verify_with(with, message, &[good.as_slice(), &[0]].concat()),
+            "{name}"
+        );
+    }
+    // The process's own choice answers alike.
+    assert!(key.verify(message, &good));
+    assert!(!key.verify(message, &small_r));
+
     // Through the whole check, as a token's signature.
     let (world, _) = ed_world();
     let input = signing_input(
@@ -374,10 +394,47 @@ fn ed25519_signatures_are_checked_strictly() {
     );
     let token = format!("{input}.{}", b64(&with_r(input.as_bytes(), identity)));
     assert_eq!(world.verify(&token, "e-small"), Err("BAD_SIGNATURE".into()));
+}
 
-    // Wrong lengths.
-    assert!(!key.verify(message, &good[..63]));
-    assert!(!key.verify(message, &[good.as_slice(), &[0]].concat()));
+/// Each Ed25519 implementation accepts what the other accepts, over many keys, messages
+/// and signatures, and refuses each of their one-bit corruptions.
+#[test]
+fn both_ed25519_implementations_answer_alike() {
+    use ed25519_dalek::Signer as _;
+    use keyward_domain::crypto::Ed25519Impl;
+
+    for seed in 1..=24u8 {
+        let (signer, jwk) = ed_key(seed);
+        let key = VerifyingKey::from_jwk(
+            &PublicJwk::from_json(jwk.as_object().expect("obj")).expect("jwk"),
+        )
+        .expect("key");
+        let message: Vec<u8> = (0..usize::from(seed) * 13).map(|i| i as u8).collect();
+        let signature = signer.sign(&message).to_bytes();
+        for with in Ed25519Impl::ALL {
+            assert!(
+                key.verify_with(with, &message, &signature),
+                "{}",
+                with.name()
+            );
+        }
+        for bit in (0..512).step_by(7) {
+            let mut twisted = signature;
+            twisted[bit / 8] ^= 1 << (bit % 8);
+            for with in Ed25519Impl::ALL {
+                assert!(
+                    !key.verify_with(with, &message, &twisted),
+                    "{} accepted bit {bit} flipped",
+                    with.name()
+                );
+            }
+        }
+    }
+    let choice = keyward_domain::crypto::ed25519_choice();
+    assert!(
+        choice.dalek_micros > 0.0 && choice.aws_lc_micros > 0.0,
+        "{choice:?}"
+    );
 }
 
 #[test]

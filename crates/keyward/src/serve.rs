@@ -42,6 +42,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         },
     )?;
     let repository = Arc::new(repository);
+    // Measured now (a few milliseconds) so that no request waits for it.
+    let ed25519 = keyward_domain::crypto::ed25519_choice();
+    tracing::info!(
+        chosen = ed25519.chosen.name(),
+        ed25519_dalek_us = format_args!("{:.1}", ed25519.dalek_micros),
+        aws_lc_rs_us = format_args!("{:.1}", ed25519.aws_lc_micros),
+        "Ed25519 signatures are checked with the faster implementation here"
+    );
     let policy = Policy {
         max_active_keys: args.max_active_keys,
         insecure_jwks_hosts: InsecureHosts::new(&args.allow_insecure_jwks_hosts),
