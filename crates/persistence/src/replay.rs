@@ -102,7 +102,10 @@ impl ReplayWriter {
             let acks = start_acker();
             let spawned = std::thread::Builder::new()
                 .name("keyward-replay-writer".into())
-                .spawn(move || Writer::new(pool, gate, acks).run(&queue));
+                .spawn(move || {
+                    precise_sleeps();
+                    Writer::new(pool, gate, acks).run(&queue)
+                });
             if let Err(err) = spawned {
                 // Without any thread every record fails with "unavailable" below.
                 tracing::error!(error = %err, "cannot start a replay record writer");
@@ -137,6 +140,19 @@ impl ReplayWriter {
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the replay record writer stopped".into())
+}
+
+/// Lets this thread's sleeps end when asked. Linux lets a sleep run up to the thread's
+/// timer slack longer (50 µs by default) to wake several timers at once: a quarter on
+/// top of the [`GATHER`] window, during which every record of the batch waits and, at a
+/// bounded number of requests in flight, the cores idle. Five alternating pairs of quick
+/// runs: HTTP verify 0.49–0.55 of the raw rate with 1 ns of slack against 0.46–0.51
+/// with the default.
+fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
+        tracing::debug!(error = %err, "cannot shorten the replay writer's timer slack");
+    }
 }
 
 /// A committed batch waiting for its log sync before its callers are answered.
