@@ -37,10 +37,10 @@ const MAX_BATCH: usize = 512;
 /// SQLite, under load (see [`Writer::under_load`]): how long the writer lets a batch
 /// gather before committing it. A commit costs far more than a record there, so a
 /// slightly fuller batch buys throughput for a fraction of a commit's latency. A lone
-/// record on an idle service is committed at once. On PostgreSQL the writer commits what is waiting at
-/// once: it waits for each batch's statement and commit (a round trip and a flush),
-/// during which the next batch gathers anyway, and a sleep on top only lengthened every
-/// record's wait while the cores idled (see docs/performance.md).
+/// record on an idle service is committed at once. On PostgreSQL the writer commits
+/// what is waiting at once: it waits for each batch's statement and commit (a round
+/// trip and a flush), during which the next batch gathers anyway, and a sleep on top
+/// only lengthened every record's wait while the cores idled (see docs/performance.md).
 const GATHER: Duration = Duration::from_micros(200);
 /// SQLite: a batch of more than one record that ended this recently means load.
 const LOAD_MEMORY: Duration = Duration::from_millis(5);
