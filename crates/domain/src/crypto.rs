@@ -150,8 +150,7 @@ impl Ed25519Key {
             (Prepared::AwsLc(key), Ed25519Impl::AwsLc) => {
                 key.verify_sig(message, signature).is_ok()
             }
-            // Not this process's implementation (tests, measurements): prepared for the
-            // one call.
+            // Not this process's implementation (tests): prepared for the one call.
             _ => Self::prepared_for(with, self.bytes)
                 .is_some_and(|key| key.verify(with, message, signature)),
         }
@@ -159,8 +158,8 @@ impl Ed25519Key {
 }
 
 /// The Ed25519 implementations keyward chooses between. Their speed depends on the
-/// processor (which vector instructions each uses): on some machines one is ahead by
-/// 5–15%, on others the other.
+/// processor (which instructions each uses) and on what else the host runs: on some
+/// machines one is ahead by 5–15%, on others the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ed25519Impl {
     /// `ed25519-dalek`.
