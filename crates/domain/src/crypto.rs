@@ -247,13 +247,19 @@ fn measure_ed25519() -> Ed25519Choice {
     }
     let micros = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e6 / f64::from(BATCH));
     Ed25519Choice {
-        chosen: match (dalek, aws_lc) {
-            (Some(dalek), Some(aws_lc)) if aws_lc < dalek => Ed25519Impl::AwsLc,
-            (None, Some(_)) => Ed25519Impl::AwsLc,
-            _ => Ed25519Impl::Dalek,
-        },
+        chosen: faster(dalek, aws_lc),
         dalek_micros: micros(dalek),
         aws_lc_micros: micros(aws_lc),
+    }
+}
+
+/// The implementation to use from each one's quickest batch, `None` for one that refused
+/// the valid signature: never that one, and ed25519-dalek on a tie.
+fn faster(dalek: Option<Duration>, aws_lc: Option<Duration>) -> Ed25519Impl {
+    match (dalek, aws_lc) {
+        (Some(dalek), Some(aws_lc)) if aws_lc < dalek => Ed25519Impl::AwsLc,
+        (None, Some(_)) => Ed25519Impl::AwsLc,
+        _ => Ed25519Impl::Dalek,
     }
 }
 
@@ -262,3 +268,18 @@ fn measure_ed25519() -> Ed25519Choice {
 static SMALL_ORDER_ENCODINGS: LazyLock<[[u8; 32]; 8]> = LazyLock::new(|| {
     curve25519_dalek::constants::EIGHT_TORSION.map(|point| point.compress().to_bytes())
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_faster_implementation_is_chosen_and_never_one_that_refused() {
+        let (quick, slow) = (Duration::from_micros(20), Duration::from_micros(30));
+        assert_eq!(faster(Some(slow), Some(quick)), Ed25519Impl::AwsLc);
+        assert_eq!(faster(Some(quick), Some(slow)), Ed25519Impl::Dalek);
+        assert_eq!(faster(Some(quick), Some(quick)), Ed25519Impl::Dalek);
+        assert_eq!(faster(None, Some(slow)), Ed25519Impl::AwsLc);
+        assert_eq!(faster(Some(slow), None), Ed25519Impl::Dalek);
+    }
+}
