@@ -284,6 +284,18 @@ pub fn revert_all_migrations(conn: &mut DbConnection) -> Result<Vec<String>, Sto
     reverted.map_err(|e| StorageError::Migration(e.to_string()))
 }
 
+/// Reverts the latest applied migration and names it (tests use it to check that a
+/// migration keeps the data it moves, both ways).
+pub fn revert_last_migration(conn: &mut DbConnection) -> Result<String, StorageError> {
+    let reverted = match conn {
+        DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+        DbConnection::Postgres(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
+    };
+    reverted
+        .map(|version| version.to_string())
+        .map_err(|e| StorageError::Migration(e.to_string()))
+}
+
 fn versions(list: Vec<MigrationVersion<'_>>) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
 }

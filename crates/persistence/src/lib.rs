@@ -18,8 +18,8 @@ pub mod schema;
 pub mod testing;
 
 pub use db::{
-    build_pool, libpq_url, migrations_current, revert_all_migrations, run_migrations,
-    ConnectionManager, DatabaseUrl, DbConnection, Pool, PoolOptions,
+    build_pool, libpq_url, migrations_current, revert_all_migrations, revert_last_migration,
+    run_migrations, ConnectionManager, DatabaseUrl, DbConnection, Pool, PoolOptions,
 };
 pub use repo::Repository;
 

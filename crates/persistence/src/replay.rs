@@ -13,9 +13,9 @@
 //! lock taken at `BEGIN IMMEDIATE` does the same) and must be ACTIVE; then each record
 //! is inserted with `ON CONFLICT DO NOTHING`, so a second record of an evaluationId,
 //! from this batch, an earlier one, or another process, is a replay. Records are
-//! written in (enterprise, evaluationId) order and keys read in (enterprise, keyId)
-//! order, so two processes' batches take their locks in the same order and cannot
-//! deadlock.
+//! written in the order of their unique key, (evaluationId, enterprise), and keys read
+//! in (enterprise, keyId) order, so two processes' batches take their locks in the same
+//! order and cannot deadlock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc, Arc, Mutex};
@@ -336,7 +336,7 @@ impl Writer {
         let mut order: Vec<usize> = (0..records.len()).collect();
         order.sort_by(|a, b| {
             let (a, b) = (records[*a], records[*b]);
-            (&a.enterprise, &a.evaluation_id).cmp(&(&b.enterprise, &b.evaluation_id))
+            (&a.evaluation_id, &a.enterprise).cmp(&(&b.evaluation_id, &b.enterprise))
         });
         self.postgres = matches!(&*conn, DbConnection::Postgres(_));
         match &mut *conn {
@@ -481,9 +481,10 @@ fn sqlite_batch(
 /// PostgreSQL: the whole batch in one statement, so one round trip and one commit.
 /// The statement takes a shared lock on each active key row of the batch (so a
 /// concurrent revocation waits for this commit, and one that committed first makes its
-/// key's records fail), then inserts the records of active keys in (enterprise,
-/// evaluationId) order, skipping evaluationIds that already have one. Last, in the same
-/// commit, it stamps the keys due a stamp (`$6`..`$8`) that recorded something.
+/// key's records fail), then inserts the records of active keys in (evaluationId,
+/// enterprise) order, that of their unique key, skipping evaluationIds that already
+/// have one. Last, in the same commit, it stamps the keys due a stamp (`$6`..`$8`)
+/// that recorded something.
 /// `SKIP LOCKED` leaves a key row alone while another process's batch holds it too
 /// (its shared lock would make the update wait, and that batch may be waiting for this
 /// one), so stamping never waits and cannot deadlock; a skipped key is stamped by a
@@ -502,8 +503,8 @@ WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
     INSERT INTO replay_records (enterprise_id, evaluation_id, key_id, verified_at, expires_at)
     SELECT b.enterprise_id, b.evaluation_id, b.key_id, b.verified_at, b.expires_at
     FROM batch b JOIN active a ON a.enterprise_id = b.enterprise_id AND a.key_id = b.key_id
-    ORDER BY b.enterprise_id, b.evaluation_id
-    ON CONFLICT (enterprise_id, evaluation_id) DO NOTHING
+    ORDER BY b.evaluation_id, b.enterprise_id
+    ON CONFLICT (evaluation_id, enterprise_id) DO NOTHING
     RETURNING enterprise_id, evaluation_id, key_id
 ), due (enterprise_id, key_id, at) AS (
     SELECT * FROM unnest($6::text[], $7::text[], $8::bigint[])

@@ -80,7 +80,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    replay_records (enterprise_id, evaluation_id) {
+    replay_records (evaluation_id, enterprise_id) {
         enterprise_id -> Text,
         evaluation_id -> Text,
         key_id -> Text,

@@ -12,7 +12,8 @@ use keyward_domain::{
 };
 use keyward_persistence::testing::TestDb;
 use keyward_persistence::{
-    revert_all_migrations, run_migrations, ConnectionManager, DbConnection, Repository,
+    revert_all_migrations, revert_last_migration, run_migrations, ConnectionManager, DbConnection,
+    Repository,
 };
 use uuid::Uuid;
 
@@ -129,6 +130,33 @@ on_both_backends! {
         assert!(!reverted.is_empty());
         assert!(run_migrations(&mut conn).expect("up again") > 0);
         assert_eq!(run_migrations(&mut conn).expect("idempotent"), 0);
+    }
+
+    replay_records_outlive_their_rekeying_both_ways(db) {
+        use keyward_domain::ports::{RecordOutcome, VerificationStore};
+        let repo = db.repository();
+        let (acme, other) = (enterprise(&repo, "acme"), enterprise(&repo, "other"));
+        for e in [&acme, &other] {
+            assert!(matches!(repo.insert_key(&new_key(e, "k", "T"), 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        let t = Timestamp::from_millis;
+        let record = |e: &EnterpriseId, evaluation: &str| {
+            repo.record_verification(e, evaluation, "k", t(1_000), t(i64::MAX / 2))
+        };
+        assert_eq!(record(&acme, "e1"), Ok(RecordOutcome::Recorded));
+        let mut conn: DbConnection = ConnectionManager::new(db.url.clone()).establish().expect("connect");
+        // The latest migration keys the records by evaluationId first: undone and done
+        // again, every record made before either step still refuses its evaluationId,
+        // and only in its own enterprise.
+        assert_eq!(revert_last_migration(&mut conn).expect("down"), "20261206000009");
+        assert_eq!(record(&acme, "e1"), Ok(RecordOutcome::Replayed));
+        assert_eq!(record(&acme, "e2"), Ok(RecordOutcome::Recorded));
+        assert_eq!(run_migrations(&mut conn).expect("up again"), 1);
+        for evaluation in ["e1", "e2"] {
+            assert_eq!(record(&acme, evaluation), Ok(RecordOutcome::Replayed), "{evaluation}");
+            assert_eq!(record(&other, evaluation), Ok(RecordOutcome::Recorded), "{evaluation}");
+        }
+        assert_eq!(record(&acme, "e3"), Ok(RecordOutcome::Recorded));
     }
 
     keys_fetched_at_once_each_get_their_own_answer(db) {
