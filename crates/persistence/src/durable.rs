@@ -196,19 +196,28 @@ impl WalSync {
 /// the inode number alone reads no time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileId {
+    /// Major and minor device numbers on Linux.
     dev: (u64, u64),
     ino: u64,
 }
 
 impl FileId {
-    #[cfg(target_os = "linux")]
     fn of_path(path: &Path) -> std::io::Result<Self> {
-        Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty())
+        #[cfg(target_os = "linux")]
+        match Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty()) {
+            Err(err) if statx_unavailable(&err) => {}
+            done => return done,
+        }
+        Ok(Self::of_metadata(&std::fs::metadata(path)?))
     }
 
-    #[cfg(target_os = "linux")]
     fn of_file(file: &File) -> std::io::Result<Self> {
-        Self::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH)
+        #[cfg(target_os = "linux")]
+        match Self::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH) {
+            Err(err) if statx_unavailable(&err) => {}
+            done => return done,
+        }
+        Ok(Self::of_metadata(&file.metadata()?))
     }
 
     #[cfg(target_os = "linux")]
@@ -224,24 +233,31 @@ impl FileId {
         })
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn of_path(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::of_metadata(&std::fs::metadata(path)?))
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn of_file(file: &File) -> std::io::Result<Self> {
-        Ok(Self::of_metadata(&file.metadata()?))
-    }
-
-    #[cfg(not(target_os = "linux"))]
+    /// Where `statx` is missing (kernels before 4.11, some sandboxes): a full stat,
+    /// with the cost above.
     fn of_metadata(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt as _;
+        #[cfg(target_os = "linux")]
+        let dev = (
+            rustix::fs::major(meta.dev()).into(),
+            rustix::fs::minor(meta.dev()).into(),
+        );
+        #[cfg(not(target_os = "linux"))]
+        let dev = (0, meta.dev());
         Self {
-            dev: (meta.dev(), 0),
+            dev,
             ino: meta.ino(),
         }
     }
+}
+
+/// `statx` refused as a system call rather than for the file (sandboxes that do not
+/// know it answer EPERM).
+#[cfg(target_os = "linux")]
+fn statx_unavailable(err: &std::io::Error) -> bool {
+    let code = err.raw_os_error();
+    code == Some(rustix::io::Errno::NOSYS.raw_os_error())
+        || code == Some(rustix::io::Errno::PERM.raw_os_error())
 }
 
 #[cfg(test)]
@@ -308,6 +324,20 @@ mod tests {
             use std::os::unix::fs::MetadataExt as _;
             std::fs::metadata(&path).unwrap().ino()
         });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_identified_alike_by_path_handle_and_full_stat() {
+        let (dir, _) = scratch("identity");
+        let path = dir.join("file");
+        std::fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        let by_path = FileId::of_path(&path).unwrap();
+        assert_eq!(by_path, FileId::of_file(&file).unwrap());
+        assert_eq!(by_path, FileId::of_metadata(&file.metadata().unwrap()));
+        std::fs::write(dir.join("other"), b"y").unwrap();
+        assert_ne!(by_path, FileId::of_path(&dir.join("other")).unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
