@@ -188,12 +188,12 @@ impl WalSync {
 
 /// Which file a path or handle is: device and inode number, and nothing else.
 ///
-/// Asking for a file's times costs every later sync of it on Linux (6.13 and later):
-/// once they have been read, the next write stamps the file with a fine-grained time,
-/// always a new one, so the inode is dirty and `fdatasync` writes it too, a second
-/// synchronous write per sync (about 40 µs more per sync measured here; the log is
-/// written and synced about two thousand times a second under load). `statx` asked for
-/// the inode number alone reads no time.
+/// Asking for a file's times costs every later sync of it on Linux with multigrain
+/// timestamps (6.13 and later): once they have been read, the next write stamps the
+/// file with a fine-grained time, always a new one, so the inode is dirty and
+/// `fdatasync` writes it too, a second synchronous write per sync (about 40 µs more per
+/// sync measured here; the log is written and synced about two thousand times a second
+/// under load). `statx` asked for the inode number alone reads no time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileId {
     /// Major and minor device numbers on Linux.
