@@ -981,8 +981,11 @@ impl KeyStore for Repository {
                 DbConnection::Postgres(pg) => {
                     Prepared::new(POSTGRES_UNCOUNT_KEY, &[Bind::Text(enterprise)]).execute(pg)?
                 }
+                // Never below zero, as on PostgreSQL: a key written around keyward (a
+                // bulk load) was never counted.
                 DbConnection::Sqlite(c) => diesel::update(enterprises::table)
                     .filter(enterprises::id.eq(enterprise))
+                    .filter(enterprises::active_keys.gt(0))
                     .set(enterprises::active_keys.eq(enterprises::active_keys - 1))
                     .execute(c)?,
             };

@@ -162,6 +162,23 @@ on_both_backends! {
         assert_eq!(record(&acme, "e3"), Ok(RecordOutcome::Recorded));
     }
 
+    a_key_loaded_around_the_count_revokes_and_leaves_the_limit_whole(db) {
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        // As a bulk load writes it: the row alone, no count of active keys.
+        let mut conn = db.pool().get().expect("conn");
+        conn.batch_execute(
+            "INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwk, \
+             thumbprint, status, created_at, created_by) VALUES ('6f1c0c52-0000-4000-8000-000000000001', \
+             'acme', 'loaded', 'loaded', 'EdDSA', '{}', 'TL', 'ACTIVE', 1000, 'loader@acme.test')",
+        ).expect("bulk row");
+        let loaded = KeyId::parse("loaded").expect("id");
+        assert!(matches!(repo.revoke_key(&acme, &loaded, Timestamp::from_millis(2_000), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        // The revocation took nothing off a count that never held the key.
+        assert!(matches!(repo.insert_key(&new_key(&acme, "a", "TA"), 1, &audit()), Ok(InsertOutcome::Inserted(_))));
+        assert_eq!(repo.insert_key(&new_key(&acme, "b", "TB"), 1, &audit()), Ok(InsertOutcome::LimitReached));
+    }
+
     keys_fetched_at_once_each_get_their_own_answer(db) {
         let repo = db.repository();
         let (acme, other) = (enterprise(&repo, "acme"), enterprise(&repo, "other"));
