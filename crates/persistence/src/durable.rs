@@ -195,7 +195,7 @@ impl WalSync {
 /// sync measured here; the log is written and synced about two thousand times a second
 /// under load). `statx` asked for the inode number alone reads no time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileId {
+struct FileId {
     /// Major and minor device numbers on Linux.
     dev: (u64, u64),
     ino: u64,
