@@ -201,6 +201,9 @@ pub struct AbResult {
     /// The npm `jose` package's rate on the same token (see `node.rs`), or why there is
     /// none; `None` until measured.
     pub jose: Option<crate::node::Rate>,
+    /// Ed25519: the implementation keyward checked with at the end of the rounds, and its
+    /// first measurement.
+    pub ed25519: Option<keyward_domain::crypto::Ed25519Choice>,
 }
 
 /// Measures `curve` for about `budget`: rounds of a batch of raw checks then a batch of
@@ -289,6 +292,7 @@ pub fn interleaved(curve: Curve, budget: Duration) -> AbResult {
         versus_jsonwebtoken: (!jwt_ratios.is_empty()).then(|| median(&mut jwt_ratios)),
         alternatives: crate::alternatives(&fixture.signing, &input, budget / 4),
         jose: None,
+        ed25519: (curve == Curve::Ed25519).then(keyward_domain::crypto::ed25519_choice),
     }
 }
 

@@ -35,6 +35,14 @@ impl Row {
             Some(Err(why)) => format!("; jose (npm) refuses it: {why}"),
             None => "; jose (npm): not measured".to_owned(),
         };
+        let choice = r.ed25519.map_or_else(String::new, |c| {
+            format!(
+                "; keyward checks with {} (measured at its start: ed25519-dalek {:.1} µs, aws-lc-rs {:.1} µs)",
+                c.chosen.name(),
+                c.dalek_micros,
+                c.aws_lc_micros
+            )
+        });
         let others: Vec<String> = r
             .alternatives
             .iter()
@@ -48,7 +56,7 @@ impl Row {
             p50_us: r.full_p50_us,
             p99_us: r.full_p99_us,
             baseline: format!(
-                "raw {} ({}) {:.0}/s (others, raw: {}); {jwt}{jose}",
+                "raw {} ({}) {:.0}/s (others, raw: {}); {jwt}{jose}{choice}",
                 r.curve.name(),
                 r.raw_crate,
                 r.raw_per_second,

@@ -1,15 +1,17 @@
 //! Signature checks, one well-kept implementation per curve, on keys parsed once.
 //!
 //! Chosen by measuring (docs/performance.md): Ed25519, `ed25519-dalek` or `aws-lc-rs`,
-//! whichever checks faster on the machine the process runs on (see [`ed25519_choice`]),
-//! strict either way (no malleable S, no small-order R or key; see
-//! [`VerifyingKey::verify`]); P-256 and P-384, `aws-lc-rs` on keys parsed once, in the
-//! JWS raw `r‖s` form only; secp256k1, `k256`, with either form of S accepted as on the
-//! other ECDSA curves.
+//! whichever checks faster on the machine the process runs on, measured at first use and
+//! then on a sample of the checks themselves (see [`ed25519_choice`]), strict either way
+//! (no malleable S, no small-order R or key; see [`VerifyingKey::verify`]); P-256 and
+//! P-384, `aws-lc-rs` on keys parsed once, in the JWS raw `r‖s` form only; secp256k1,
+//! `k256`, with either form of S accepted as on the other ECDSA curves.
 //! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
 //! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
 
-use std::sync::LazyLock;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{
@@ -76,9 +78,14 @@ impl VerifyingKey {
     /// the group order and demand R be the canonical encoding of the point they
     /// recompute, so R is of small order exactly when its bytes are one of the eight
     /// canonical encodings of the small-order points, which are compared instead. The
-    /// implementation is the one [`ed25519_choice`] measured faster; both answer alike.
+    /// implementation is the one measured faster (see [`ed25519_choice`]); both answer
+    /// alike.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.verify_with(ed25519_choice().chosen, message, signature)
+        match self {
+            Self::Ed25519(key) => key.check(message, signature),
+            // One implementation each: the Ed25519 one named is not used.
+            _ => self.verify_with(Ed25519Impl::Dalek, message, signature),
+        }
     }
 
     /// [`VerifyingKey::verify`] with a given Ed25519 implementation (the other curves
@@ -103,32 +110,72 @@ impl VerifyingKey {
     }
 }
 
-/// An Ed25519 public key, prepared for this process's implementation.
+/// An Ed25519 public key, prepared for either implementation: ed25519-dalek's form at
+/// once (validating the key needs it anyway), aws-lc-rs's at its first use.
 pub struct Ed25519Key {
     bytes: [u8; 32],
-    prepared: Prepared,
+    dalek: ed25519_dalek::VerifyingKey,
+    aws_lc: OnceLock<Option<ParsedPublicKey>>,
 }
 
-enum Prepared {
-    Dalek(ed25519_dalek::VerifyingKey),
-    AwsLc(ParsedPublicKey),
+/// One Ed25519 check in this many, per thread, runs with both implementations, timed,
+/// to keep the choice between them current (see [`Chooser`]): one check's worth of
+/// extra work per this many, about 0.4%.
+const SAMPLE_EVERY: u32 = 256;
+
+thread_local! {
+    /// This thread's Ed25519 checks, to pick the sampled ones.
+    static CHECKS: Cell<u32> = const { Cell::new(0) };
 }
 
 impl Ed25519Key {
     /// `None` for an invalid or small-order (weak) key.
     fn new(bytes: [u8; 32]) -> Option<Self> {
-        Self::prepared_for(ed25519_choice().chosen, bytes)
-    }
-
-    fn prepared_for(with: Ed25519Impl, bytes: [u8; 32]) -> Option<Self> {
         let dalek = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .ok()
             .filter(|key| !key.is_weak())?;
-        let prepared = match with {
-            Ed25519Impl::Dalek => Prepared::Dalek(dalek),
-            Ed25519Impl::AwsLc => Prepared::AwsLc(ParsedPublicKey::new(&ED25519, bytes).ok()?),
+        Some(Self {
+            bytes,
+            dalek,
+            aws_lc: OnceLock::new(),
+        })
+    }
+
+    fn aws_lc(&self) -> Option<&ParsedPublicKey> {
+        self.aws_lc
+            .get_or_init(|| ParsedPublicKey::new(&ED25519, self.bytes).ok())
+            .as_ref()
+    }
+
+    /// The check with the implementation chosen now, except on a sampled call, which
+    /// checks with both (in alternating order, each timed), tells the [`Chooser`] how
+    /// long each took, and accepts only what both accept.
+    fn check(&self, message: &[u8], signature: &[u8]) -> bool {
+        let chooser = chooser();
+        let n = CHECKS.with(|checks| {
+            let n = checks.get().wrapping_add(1);
+            checks.set(n);
+            n
+        });
+        if n % SAMPLE_EVERY != 0 || !chooser.learning() {
+            return self.verify(chooser.current(), message, signature);
+        }
+        // Prepared before the clock starts: preparing is not checking.
+        let _ = self.aws_lc();
+        let order = if (n / SAMPLE_EVERY) % 2 == 0 {
+            Ed25519Impl::ALL
+        } else {
+            [Ed25519Impl::AwsLc, Ed25519Impl::Dalek]
         };
-        Some(Self { bytes, prepared })
+        let mut took = [Duration::ZERO; 2];
+        let mut accepted = true;
+        for with in order {
+            let start = Instant::now();
+            accepted &= self.verify(with, message, signature);
+            took[with as usize] = start.elapsed();
+        }
+        chooser.observe(took[0], took[1]);
+        accepted
     }
 
     fn verify(&self, with: Ed25519Impl, message: &[u8], signature: &[u8]) -> bool {
@@ -141,18 +188,16 @@ impl Ed25519Key {
         {
             return false;
         }
-        match (&self.prepared, with) {
-            (Prepared::Dalek(key), Ed25519Impl::Dalek) => {
+        match with {
+            Ed25519Impl::Dalek => {
                 use ed25519_dalek::Verifier as _;
-                key.verify(message, &ed25519_dalek::Signature::from_bytes(signature))
+                self.dalek
+                    .verify(message, &ed25519_dalek::Signature::from_bytes(signature))
                     .is_ok()
             }
-            (Prepared::AwsLc(key), Ed25519Impl::AwsLc) => {
-                key.verify_sig(message, signature).is_ok()
-            }
-            // Not this process's implementation (tests): prepared for the one call.
-            _ => Self::prepared_for(with, self.bytes)
-                .is_some_and(|key| key.verify(with, message, signature)),
+            Ed25519Impl::AwsLc => self
+                .aws_lc()
+                .is_some_and(|key| key.verify_sig(message, signature).is_ok()),
         }
     }
 }
@@ -163,9 +208,9 @@ impl Ed25519Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ed25519Impl {
     /// `ed25519-dalek`.
-    Dalek,
+    Dalek = 0,
     /// `aws-lc-rs`.
-    AwsLc,
+    AwsLc = 1,
 }
 
 impl Ed25519Impl {
@@ -180,26 +225,111 @@ impl Ed25519Impl {
     }
 }
 
-/// Which Ed25519 implementation this process checks signatures with, and the
-/// measurement that chose it.
+/// Which Ed25519 implementation this process checks signatures with now, and the
+/// measurement it started from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ed25519Choice {
     pub chosen: Ed25519Impl,
-    /// The fastest check each took in the measurement, in microseconds (0 for one that
-    /// refused the measurement's valid signature, and is not chosen).
+    /// The fastest check each took in the first measurement, in microseconds (0 for one
+    /// that refused the measurement's valid signature, and is never chosen).
     pub dalek_micros: f64,
     pub aws_lc_micros: f64,
 }
 
-/// The Ed25519 implementation of this process, measured on first use: a few milliseconds
-/// of alternating batches of the same check with each, the faster by its quickest batch
-/// (the least disturbed by whatever else the machine runs) chosen. `keyward serve`
-/// measures it while starting, so no request waits for it.
+/// The Ed25519 implementation this process checks with now. Measured on first use (a
+/// few milliseconds of alternating batches of the same check with each, the faster by its
+/// quickest batch chosen; `keyward serve` measures while starting, so no request waits
+/// for it), then kept current from a sample of the checks themselves (see [`Chooser`]):
+/// which one is faster depends on the processor and, on a shared host, can change for
+/// minutes at a time, and a few milliseconds at start are not always representative.
 pub fn ed25519_choice() -> Ed25519Choice {
-    *ED25519_CHOICE
+    let chooser = chooser();
+    Ed25519Choice {
+        chosen: chooser.current(),
+        ..chooser.first
+    }
 }
 
-static ED25519_CHOICE: LazyLock<Ed25519Choice> = LazyLock::new(measure_ed25519);
+fn chooser() -> &'static Chooser {
+    static CHOOSER: LazyLock<Chooser> = LazyLock::new(|| Chooser::new(measure_ed25519()));
+    &CHOOSER
+}
+
+/// How much each sampled check moves the running estimate (an average over about the
+/// last this-many-inverse samples).
+const LEARNING_WEIGHT: f64 = 1.0 / 16.0;
+/// How far (as a log of the time ratio, about 3%) the estimate must lean towards the
+/// other implementation before the choice changes, so that two about equal do not swap
+/// back and forth.
+const SWITCH_MARGIN: f64 = 0.03;
+/// The most one sample counts for (a log ratio of about 1.65): a check interrupted
+/// half-way says little about the implementation.
+const SAMPLE_BOUND: f64 = 0.5;
+
+/// Keeps this process's Ed25519 choice current. Each sampled check (one in
+/// [`SAMPLE_EVERY`] per thread) times both implementations on the same signature, back
+/// to back, and moves a running estimate of ln(dalek's time / aws-lc-rs's time) a
+/// [`LEARNING_WEIGHT`] towards that sample; the choice follows the estimate once it leans
+/// past [`SWITCH_MARGIN`]. The first measurement seeds it. Updates from several threads
+/// may overwrite one another; a lost sample only slows the estimate.
+struct Chooser {
+    first: Ed25519Choice,
+    /// Both accepted the first measurement's valid signature. Otherwise the one that did
+    /// is used for good and nothing is sampled.
+    learning: bool,
+    /// aws-lc-rs is the choice now (ed25519-dalek otherwise).
+    aws_lc: AtomicBool,
+    /// The estimate, as `f64` bits: above zero, aws-lc-rs is the faster.
+    lean: AtomicU64,
+}
+
+impl Chooser {
+    fn new(first: Ed25519Choice) -> Self {
+        let learning = first.dalek_micros > 0.0 && first.aws_lc_micros > 0.0;
+        let lean = if learning {
+            (first.dalek_micros / first.aws_lc_micros)
+                .ln()
+                .clamp(-SAMPLE_BOUND, SAMPLE_BOUND)
+        } else {
+            0.0
+        };
+        Self {
+            first,
+            learning,
+            aws_lc: AtomicBool::new(first.chosen == Ed25519Impl::AwsLc),
+            lean: AtomicU64::new(lean.to_bits()),
+        }
+    }
+
+    fn current(&self) -> Ed25519Impl {
+        if self.aws_lc.load(Ordering::Relaxed) {
+            Ed25519Impl::AwsLc
+        } else {
+            Ed25519Impl::Dalek
+        }
+    }
+
+    fn learning(&self) -> bool {
+        self.learning
+    }
+
+    /// One sample: how long each implementation took to check the same signature.
+    fn observe(&self, dalek: Duration, aws_lc: Duration) {
+        let (dalek, aws_lc) = (dalek.as_secs_f64(), aws_lc.as_secs_f64());
+        if !self.learning || dalek <= 0.0 || aws_lc <= 0.0 {
+            return;
+        }
+        let sample = (dalek / aws_lc).ln().clamp(-SAMPLE_BOUND, SAMPLE_BOUND);
+        let lean = f64::from_bits(self.lean.load(Ordering::Relaxed));
+        let lean = lean + (sample - lean) * LEARNING_WEIGHT;
+        self.lean.store(lean.to_bits(), Ordering::Relaxed);
+        if lean > SWITCH_MARGIN {
+            self.aws_lc.store(true, Ordering::Relaxed);
+        } else if lean < -SWITCH_MARGIN {
+            self.aws_lc.store(false, Ordering::Relaxed);
+        }
+    }
+}
 
 fn measure_ed25519() -> Ed25519Choice {
     use ed25519_dalek::Signer as _;
@@ -210,14 +340,15 @@ fn measure_ed25519() -> Ed25519Choice {
     let message = [b'e'; 200];
     let signature = signer.sign(&message).to_bytes();
     let public = signer.verifying_key().to_bytes();
-    let keys = Ed25519Impl::ALL.map(|with| Ed25519Key::prepared_for(with, public));
-    let [Some(dalek_key), Some(aws_lc_key)] = &keys else {
+    let Some(key) = Ed25519Key::new(public) else {
         return Ed25519Choice {
             chosen: Ed25519Impl::Dalek,
             dalek_micros: 0.0,
             aws_lc_micros: 0.0,
         };
     };
+    // Prepared before the clock starts.
+    let _ = key.aws_lc();
     // The quickest batch of each; `None` once it refused the valid signature (it is then
     // never chosen).
     let batch = |key: &Ed25519Key, with: Ed25519Impl, best: &mut Option<Duration>| {
@@ -238,11 +369,11 @@ fn measure_ed25519() -> Ed25519Choice {
         // Alternate which goes first, so neither gains from where a round's
         // interference falls.
         if round % 2 == 0 {
-            batch(dalek_key, Ed25519Impl::Dalek, &mut dalek);
-            batch(aws_lc_key, Ed25519Impl::AwsLc, &mut aws_lc);
+            batch(&key, Ed25519Impl::Dalek, &mut dalek);
+            batch(&key, Ed25519Impl::AwsLc, &mut aws_lc);
         } else {
-            batch(aws_lc_key, Ed25519Impl::AwsLc, &mut aws_lc);
-            batch(dalek_key, Ed25519Impl::Dalek, &mut dalek);
+            batch(&key, Ed25519Impl::AwsLc, &mut aws_lc);
+            batch(&key, Ed25519Impl::Dalek, &mut dalek);
         }
     }
     let micros = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e6 / f64::from(BATCH));
@@ -281,5 +412,82 @@ mod tests {
         assert_eq!(faster(Some(quick), Some(quick)), Ed25519Impl::Dalek);
         assert_eq!(faster(None, Some(slow)), Ed25519Impl::AwsLc);
         assert_eq!(faster(Some(slow), None), Ed25519Impl::Dalek);
+    }
+
+    fn first(chosen: Ed25519Impl, dalek_micros: f64, aws_lc_micros: f64) -> Ed25519Choice {
+        Ed25519Choice {
+            chosen,
+            dalek_micros,
+            aws_lc_micros,
+        }
+    }
+
+    fn micros(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn a_first_choice_the_samples_contradict_is_changed_after_a_run_of_them() {
+        // Measured at a bad moment: aws-lc-rs looked faster.
+        let chooser = Chooser::new(first(Ed25519Impl::AwsLc, 40.0, 36.0));
+        assert_eq!(chooser.current(), Ed25519Impl::AwsLc);
+        chooser.observe(micros(31), micros(36));
+        assert_eq!(
+            chooser.current(),
+            Ed25519Impl::AwsLc,
+            "one sample is not enough"
+        );
+        let switched = (0..64).position(|_| {
+            chooser.observe(micros(31), micros(36));
+            chooser.current() == Ed25519Impl::Dalek
+        });
+        assert!(switched.is_some_and(|n| n >= 4), "{switched:?}");
+        // And back, if the machine changes.
+        for _ in 0..64 {
+            chooser.observe(micros(40), micros(36));
+        }
+        assert_eq!(chooser.current(), Ed25519Impl::AwsLc);
+    }
+
+    #[test]
+    fn implementations_about_level_and_lone_outliers_do_not_change_the_choice() {
+        let chooser = Chooser::new(first(Ed25519Impl::Dalek, 31.0, 36.0));
+        // aws-lc-rs 1% faster, for long: within the margin.
+        for _ in 0..256 {
+            chooser.observe(micros(101), micros(100));
+        }
+        assert_eq!(chooser.current(), Ed25519Impl::Dalek);
+        // One check interrupted half-way.
+        let chooser = Chooser::new(first(Ed25519Impl::Dalek, 31.0, 36.0));
+        chooser.observe(micros(3_000), micros(36));
+        assert_eq!(chooser.current(), Ed25519Impl::Dalek);
+    }
+
+    #[test]
+    fn an_implementation_that_refused_a_valid_signature_is_never_sampled_or_chosen() {
+        let chooser = Chooser::new(first(Ed25519Impl::Dalek, 31.0, 0.0));
+        assert!(!chooser.learning());
+        for _ in 0..256 {
+            chooser.observe(micros(60), micros(20));
+        }
+        assert_eq!(chooser.current(), Ed25519Impl::Dalek);
+    }
+
+    #[test]
+    fn sampled_checks_answer_as_the_others_do() {
+        use ed25519_dalek::Signer as _;
+        let signer = ed25519_dalek::SigningKey::from_bytes(&[0x17; 32]);
+        let key = Ed25519Key::new(signer.verifying_key().to_bytes()).expect("a valid key");
+        let message = b"header.claims";
+        let good = signer.sign(message).to_bytes();
+        let mut bad = good;
+        bad[40] ^= 1;
+        // Three calls a round, so that the sampled ones (every SAMPLE_EVERY-th on this
+        // thread) fall on each kind of call in turn.
+        for _ in 0..3 * SAMPLE_EVERY {
+            assert!(key.check(message, &good));
+            assert!(!key.check(message, &bad));
+            assert!(!key.check(b"another input", &good));
+        }
     }
 }
