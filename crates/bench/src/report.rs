@@ -37,10 +37,11 @@ impl Row {
         };
         let choice = r.ed25519.map_or_else(String::new, |c| {
             format!(
-                "; keyward checks with {} (measured at its start: ed25519-dalek {:.1} µs, aws-lc-rs {:.1} µs)",
+                "; keyward checks with {} (measured at its start: ed25519-dalek {:.1} µs, aws-lc-rs {:.1} µs; ed25519-dalek placed {} bytes into a stack page)",
                 c.chosen.name(),
                 c.dalek_micros,
-                c.aws_lc_micros
+                c.aws_lc_micros,
+                c.dalek_stack_offset
             )
         });
         let others: Vec<String> = r

@@ -190,10 +190,13 @@ impl Ed25519Key {
         }
         match with {
             Ed25519Impl::Dalek => {
-                use ed25519_dalek::Verifier as _;
-                self.dalek
-                    .verify(message, &ed25519_dalek::Signature::from_bytes(signature))
-                    .is_ok()
+                let signature = ed25519_dalek::Signature::from_bytes(signature);
+                let mut accepted = false;
+                placement::at(*DALEK_OFFSET, &mut || {
+                    use ed25519_dalek::Verifier as _;
+                    accepted = self.dalek.verify(message, &signature).is_ok();
+                });
+                accepted
             }
             Ed25519Impl::AwsLc => self
                 .aws_lc()
@@ -234,6 +237,8 @@ pub struct Ed25519Choice {
     /// that refused the measurement's valid signature, and is never chosen).
     pub dalek_micros: f64,
     pub aws_lc_micros: f64,
+    /// Where in a page of the stack ed25519-dalek's check is run (see [`placement`]).
+    pub dalek_stack_offset: usize,
 }
 
 /// The Ed25519 implementation this process checks with now. Measured on first use (a
@@ -345,6 +350,7 @@ fn measure_ed25519() -> Ed25519Choice {
             chosen: Ed25519Impl::Dalek,
             dalek_micros: 0.0,
             aws_lc_micros: 0.0,
+            dalek_stack_offset: *DALEK_OFFSET,
         };
     };
     // Prepared before the clock starts.
@@ -381,6 +387,181 @@ fn measure_ed25519() -> Ed25519Choice {
         chosen: faster(dalek, aws_lc),
         dalek_micros: micros(dalek),
         aws_lc_micros: micros(aws_lc),
+        dalek_stack_offset: *DALEK_OFFSET,
+    }
+}
+
+/// Where in a page of the stack ed25519-dalek's check runs fastest in this process (see
+/// [`placement`]), measured at first use: offsets 128 bytes apart, three rounds of four
+/// checks each, each offset judged by its quickest round, and the middle of the longest
+/// run of fast offsets taken, away from the slow ones. About 15 ms.
+static DALEK_OFFSET: LazyLock<usize> = LazyLock::new(|| {
+    use ed25519_dalek::{Signer as _, Verifier as _};
+    const ROUNDS: usize = 3;
+    const BATCH: usize = 4;
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[0x3c; 32]);
+    let message = [b'e'; 200];
+    let signature = signer.sign(&message);
+    let key = signer.verifying_key();
+    let offsets: Vec<usize> = placement::offsets().collect();
+    let mut quickest = vec![Duration::MAX; offsets.len()];
+    for _ in 0..ROUNDS {
+        for (slot, &offset) in offsets.iter().enumerate() {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                placement::at(offset, &mut || {
+                    let _ = std::hint::black_box(
+                        key.verify(std::hint::black_box(&message), &signature),
+                    );
+                });
+            }
+            quickest[slot] = quickest[slot].min(start.elapsed());
+        }
+    }
+    middle_of_fastest_run(&quickest).map_or(0, |slot| offsets[slot])
+});
+
+/// The middle of the longest run of slots (wrapping around, as offsets in a page do)
+/// within 5% of the quickest; `None` for no slots.
+fn middle_of_fastest_run(times: &[Duration]) -> Option<usize> {
+    let n = times.len();
+    let quickest = *times.iter().min()?;
+    let fast = |i: usize| times[i % n] <= quickest.mul_f64(1.05);
+    // Scanned from a slow slot, so that no run is cut by where the scan starts.
+    let Some(slow) = (0..n).find(|&i| !fast(i)) else {
+        return Some(0);
+    };
+    let (mut best, mut length) = ((0, 0), 0);
+    for k in 1..n {
+        if fast(slow + k) {
+            length += 1;
+            if length > best.1 {
+                best = (slow + k + 1 - length, length);
+            }
+        } else {
+            length = 0;
+        }
+    }
+    Some((best.0 + (best.1 - 1) / 2) % n)
+}
+
+/// Running a function at a chosen offset of the stack's 4 KiB pages. ed25519-dalek's
+/// check took 30.7 µs with its frame at some offsets of a page and 34–48 µs at others on
+/// the AMD EPYC of docs/performance.md, the same offsets in every process whatever the
+/// address space's randomization (probably its scratch space on the stack and the
+/// constant tables it reads competing for the same sets of the first-level cache, which
+/// the offset in the page selects). So where a thread's stack happened to be when it
+/// checked a signature made the check up to half again as slow, differently from one
+/// build, caller or process start to the next.
+mod placement {
+    use std::hint::black_box;
+    use std::mem::MaybeUninit;
+    use std::sync::LazyLock;
+
+    const PAGE: usize = 4096;
+    /// Bytes each level of [`descend`] keeps on the stack (its frame is a little more):
+    /// small, because the landing place matters to within a few dozen bytes (with
+    /// 96-byte levels some callers still saw 35–38 µs checks at an offset measured fast),
+    /// at the cost of up to about 85 calls of a few instructions each per check.
+    const PAD: usize = 16;
+    /// How far apart the offsets measured to choose one are: the fast and slow runs of
+    /// offsets are several hundred bytes long.
+    const SCAN: usize = 128;
+
+    /// The address of a local of the calling frame: where the stack is now.
+    #[inline(always)]
+    fn here() -> usize {
+        let marker = 0u8;
+        black_box(std::ptr::addr_of!(marker)) as usize
+    }
+
+    /// Calls `f` `levels` frames further down the stack, with the address of a local of
+    /// the deepest frame.
+    #[inline(never)]
+    fn descend(levels: usize, f: &mut dyn FnMut(usize)) {
+        if levels == 0 {
+            f(here());
+            return;
+        }
+        let pad = [MaybeUninit::<u8>::uninit(); PAD];
+        black_box(&pad);
+        descend(levels - 1, f);
+        black_box(&pad);
+    }
+
+    /// How far below [`run`]'s own frame the deepest frame of no level is, and how far
+    /// each level descends: the same at every call, measured once.
+    struct Geometry {
+        base: usize,
+        step: usize,
+    }
+
+    static GEOMETRY: LazyLock<Option<Geometry>> = LazyLock::new(|| {
+        let base = run(Some(0), 0, &mut || {});
+        let step = run(Some(1), 0, &mut || {}).checked_sub(base)?;
+        (step > 0 && step < PAGE).then_some(Geometry { base, step })
+    });
+
+    /// Calls `f` at `levels` levels, or, given none, at as many as put the deepest
+    /// frame at `target` bytes into its page (or up to one step above); returns the
+    /// distance from this frame to that deepest frame's local.
+    #[inline(never)]
+    fn run(levels: Option<usize>, target: usize, f: &mut dyn FnMut()) -> usize {
+        let top = here();
+        let levels = levels.unwrap_or_else(|| {
+            GEOMETRY.as_ref().map_or(0, |g| {
+                (top.wrapping_sub(g.base).wrapping_sub(target) % PAGE) / g.step
+            })
+        });
+        let mut deepest = top;
+        descend(levels, &mut |at| {
+            deepest = at;
+            f();
+        });
+        top.wrapping_sub(deepest)
+    }
+
+    /// Calls `f` with the stack about `target` bytes into a page (within a step above
+    /// it), as far as it can be placed (not at all if the stack's frames could not be
+    /// measured).
+    pub(super) fn at(target: usize, f: &mut dyn FnMut()) {
+        run(None, target, f);
+    }
+
+    /// Offsets across a page to measure: [`SCAN`] bytes apart, or a step if steps are
+    /// longer (just `0` if the frames could not be measured).
+    pub(super) fn offsets() -> impl Iterator<Item = usize> {
+        let step = GEOMETRY.as_ref().map_or(PAGE, |g| g.step.max(SCAN));
+        (0..PAGE).step_by(step)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_function_placed_at_an_offset_runs_there() {
+            let step = GEOMETRY.as_ref().expect("the frames are measured").step;
+            assert!((PAD..PAGE / 8).contains(&step), "{step}");
+            for target in (0..PAGE).step_by(step) {
+                // From frames at different depths too.
+                for depth in [0, 3, 11] {
+                    let mut seen = None;
+                    descend(depth, &mut |_| {
+                        at(target, &mut || seen = Some(here() % PAGE));
+                    });
+                    let seen = seen.expect("f was called");
+                    // The local of the closure's frame lies a little below the
+                    // deepest level's; both within a step or two above the target.
+                    let above = (seen + PAGE - target) % PAGE;
+                    let below = (target + PAGE - seen) % PAGE;
+                    assert!(
+                        above <= 2 * step || below <= 256,
+                        "target {target}, depth {depth}: ran at {seen}"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -414,11 +595,29 @@ mod tests {
         assert_eq!(faster(Some(slow), None), Ed25519Impl::Dalek);
     }
 
+    #[test]
+    fn the_placement_chosen_is_the_middle_of_the_longest_run_of_fast_offsets() {
+        let us = |v: &[u64]| v.iter().map(|&m| micros(m)).collect::<Vec<_>>();
+        // The quickest slot (3) is at the edge of the run 3..=8.
+        assert_eq!(
+            middle_of_fastest_run(&us(&[40, 40, 40, 30, 31, 31, 31, 31, 31, 40])),
+            Some(5)
+        );
+        // A shorter fast run elsewhere does not count; the long one wraps around.
+        assert_eq!(
+            middle_of_fastest_run(&us(&[31, 31, 40, 30, 40, 40, 31, 31, 31, 31])),
+            Some(8)
+        );
+        assert_eq!(middle_of_fastest_run(&us(&[31, 31, 31])), Some(0));
+        assert_eq!(middle_of_fastest_run(&[]), None);
+    }
+
     fn first(chosen: Ed25519Impl, dalek_micros: f64, aws_lc_micros: f64) -> Ed25519Choice {
         Ed25519Choice {
             chosen,
             dalek_micros,
             aws_lc_micros,
+            dalek_stack_offset: 0,
         }
     }
 
