@@ -391,6 +391,12 @@ fn measure_ed25519() -> Ed25519Choice {
     }
 }
 
+/// Runs `f` where ed25519-dalek's checks run in this process: at the offset of a stack
+/// page measured fastest for them (see [`placement`]). For a fair bare-call baseline.
+pub fn at_ed25519_dalek_offset(f: &mut dyn FnMut()) {
+    placement::at(*DALEK_OFFSET, f);
+}
+
 /// Where in a page of the stack ed25519-dalek's check runs fastest in this process (see
 /// [`placement`]), measured at first use: offsets 128 bytes apart, three rounds of four
 /// checks each, each offset judged by its quickest round, and the middle of the longest
