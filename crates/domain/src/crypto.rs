@@ -261,7 +261,7 @@ fn chooser() -> &'static Chooser {
 }
 
 /// How much each sampled check moves the running estimate (an average over about the
-/// last this-many-inverse samples).
+/// last 16 samples).
 const LEARNING_WEIGHT: f64 = 1.0 / 16.0;
 /// How far (as a log of the time ratio, about 3%) the estimate must lean towards the
 /// other implementation before the choice changes, so that two about equal do not swap
