@@ -262,15 +262,9 @@ impl RawVerifier {
             // in a page (docs/performance.md), which would otherwise make the baseline a
             // matter of the bench's own stack depth.
             Self::Ed25519(key) => {
-                use ed25519_dalek::Verifier as _;
-                let Ok(sig) = ed25519_dalek::Signature::from_slice(&input.signature) else {
-                    return false;
-                };
-                let mut accepted = false;
-                keyward_domain::crypto::at_ed25519_dalek_offset(&mut || {
-                    accepted = key.verify(&input.message, &sig).is_ok();
-                });
-                accepted
+                ed25519_dalek::Signature::from_slice(&input.signature).is_ok_and(|sig| {
+                    keyward_domain::crypto::ed25519_dalek_check(key, &input.message, &sig)
+                })
             }
             Self::AwsLc(key) => key.verify_sig(&input.message, &input.signature).is_ok(),
             Self::Secp256k1(key) => {
