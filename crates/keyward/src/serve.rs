@@ -51,7 +51,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         },
     )?;
     let repository = Arc::new(repository);
-
     let policy = Policy {
         max_active_keys: args.max_active_keys,
         insecure_jwks_hosts: InsecureHosts::new(&args.allow_insecure_jwks_hosts),
