@@ -239,8 +239,10 @@ pub struct Ed25519Choice {
 
 /// The Ed25519 implementation this process checks with now. Measured on first use (a
 /// few milliseconds of alternating batches of the same check with each, the faster by its
-/// quickest batch chosen; `keyward serve` measures while starting, so no request waits
-/// for it), then kept current from a sample of the checks themselves (see [`Chooser`]):
+/// quickest batch chosen, after the placement of ed25519-dalek's check is measured;
+/// `keyward serve` measures on a thread of its own as it starts, and only a verification
+/// arriving in its first few dozen milliseconds waits for it), then kept current from a
+/// sample of the checks themselves (see [`Chooser`]):
 /// which one is faster depends on the processor and, on a shared host, can change for
 /// minutes at a time, and a few milliseconds at start are not always representative.
 pub fn ed25519_choice() -> Ed25519Choice {
