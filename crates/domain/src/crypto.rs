@@ -277,9 +277,6 @@ const SAMPLE_BOUND: f64 = 0.5;
 /// may overwrite one another; a lost sample only slows the estimate.
 struct Chooser {
     first: Ed25519Choice,
-    /// Both accepted the first measurement's valid signature. Otherwise the one that did
-    /// is used for good and nothing is sampled.
-    learning: bool,
     /// aws-lc-rs is the choice now (ed25519-dalek otherwise).
     aws_lc: AtomicBool,
     /// The estimate, as `f64` bits: above zero, aws-lc-rs is the faster.
@@ -288,7 +285,7 @@ struct Chooser {
 
 impl Chooser {
     fn new(first: Ed25519Choice) -> Self {
-        let learning = first.dalek_micros > 0.0 && first.aws_lc_micros > 0.0;
+        let learning = Self::both_work(&first);
         let lean = if learning {
             (first.dalek_micros / first.aws_lc_micros)
                 .ln()
@@ -298,7 +295,6 @@ impl Chooser {
         };
         Self {
             first,
-            learning,
             aws_lc: AtomicBool::new(first.chosen == Ed25519Impl::AwsLc),
             lean: AtomicU64::new(lean.to_bits()),
         }
@@ -312,14 +308,20 @@ impl Chooser {
         }
     }
 
+    /// Both accepted the first measurement's valid signature. Otherwise the one that did
+    /// is used for good and nothing is sampled.
+    fn both_work(first: &Ed25519Choice) -> bool {
+        first.dalek_micros > 0.0 && first.aws_lc_micros > 0.0
+    }
+
     fn learning(&self) -> bool {
-        self.learning
+        Self::both_work(&self.first)
     }
 
     /// One sample: how long each implementation took to check the same signature.
     fn observe(&self, dalek: Duration, aws_lc: Duration) {
         let (dalek, aws_lc) = (dalek.as_secs_f64(), aws_lc.as_secs_f64());
-        if !self.learning || dalek <= 0.0 || aws_lc <= 0.0 {
+        if !self.learning() || dalek <= 0.0 || aws_lc <= 0.0 {
             return;
         }
         let sample = (dalek / aws_lc).ln().clamp(-SAMPLE_BOUND, SAMPLE_BOUND);
