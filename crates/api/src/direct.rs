@@ -202,7 +202,7 @@ impl Serialize for VerifyResult {
 
 #[cfg(test)]
 mod tests {
-    use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, StoredKey, Timestamp};
+    use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, ListedKey, StoredKey, Timestamp};
     use poem_openapi::types::ToJSON;
 
     use super::*;
@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn a_page_is_written_byte_for_byte_as_the_value_tree_would_be() {
         let list = KeyList {
-            keys: keys().iter().map(KeySummary::from).collect(),
+            keys: keys()
+                .into_iter()
+                .map(|key| KeySummary::from(&ListedKey::from(key)))
+                .collect(),
             total: 3,
             limit: 50,
             prev_id: 0,

@@ -1,6 +1,6 @@
 //! The request and response bodies of the key operations, as documented.
 
-use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, StoredKey};
+use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, ListedKey, ListedSource, StoredKey};
 use poem_openapi::types::Any;
 use poem_openapi::{Enum, Object};
 use serde::Serialize;
@@ -206,11 +206,11 @@ pub struct KeySummary {
 }
 
 /// Borrows the key: a page's keys may be shared by every request that asked for it.
-impl From<&StoredKey> for KeySummary {
-    fn from(key: &StoredKey) -> Self {
+impl From<&ListedKey> for KeySummary {
+    fn from(key: &ListedKey) -> Self {
         let (algorithm, jwks_uri) = match &key.source {
-            KeySource::Inline { algorithm, .. } => (Some(Algorithm::from(*algorithm)), None),
-            KeySource::JwksUri(uri) => (None, Some(uri.clone())),
+            ListedSource::Inline(algorithm) => (Some(Algorithm::from(*algorithm)), None),
+            ListedSource::JwksUri(uri) => (None, Some(uri.clone())),
         };
         Self {
             id: key.id,
@@ -266,7 +266,7 @@ impl From<StoredKey> for KeyDetail {
             KeySource::JwksUri(_) => (None, None),
         };
         Self {
-            summary: KeySummary::from(&key),
+            summary: KeySummary::from(&ListedKey::from(key)),
             jwk,
             thumbprint,
         }

@@ -172,10 +172,54 @@ impl StoredKey {
     }
 }
 
+/// How a listed key was registered: inline (its algorithm family) or by jwksUri.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListedSource {
+    Inline(AlgorithmFamily),
+    JwksUri(String),
+}
+
+/// A key as a listing shows it: its metadata without its material. A listing shows
+/// neither the JWK nor its thumbprint, so the store does not read them for one (the
+/// JWK is the longest value of a key's row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKey {
+    pub id: Uuid,
+    pub key_id: String,
+    pub key_name: String,
+    pub source: ListedSource,
+    pub status: KeyStatus,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_by: Option<String>,
+    pub last_verified_at: Option<Timestamp>,
+}
+
+impl From<StoredKey> for ListedKey {
+    fn from(key: StoredKey) -> Self {
+        Self {
+            id: key.id,
+            key_id: key.key_id,
+            key_name: key.key_name,
+            source: match key.source {
+                KeySource::Inline { algorithm, .. } => ListedSource::Inline(algorithm),
+                KeySource::JwksUri(uri) => ListedSource::JwksUri(uri),
+            },
+            status: key.status,
+            created_at: key.created_at,
+            created_by: key.created_by,
+            revoked_at: key.revoked_at,
+            revoked_by: key.revoked_by,
+            last_verified_at: key.last_verified_at,
+        }
+    }
+}
+
 /// One page of a key listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPage {
-    pub keys: Vec<StoredKey>,
+    pub keys: Vec<ListedKey>,
     pub total: u64,
 }
 

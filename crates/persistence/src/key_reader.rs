@@ -267,7 +267,7 @@ fn read_keys(conn: &mut DbConnection, batch: &[KeyJob]) -> Result<Found, StoreEr
         .into_iter()
         .map(|row| {
             (
-                (row.enterprise_id.clone(), row.key_id.clone()),
+                (row.enterprise_id.clone(), row.listed.key_id.clone()),
                 StoredKey::try_from(row),
             )
         })

@@ -8,14 +8,14 @@ use keyward_domain::ports::{
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
-    KeyStatus, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
+    KeyStatus, ListedKey, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
 };
 use uuid::Uuid;
 
 use crate::db::{on_backend, DbConnection, Pool};
 use crate::durable::{Durable, WalSync};
 use crate::prepared::{Bind, Prepared};
-use crate::rows::{AuditRow, KeyRow, NewAuditRow, NewKeyRow};
+use crate::rows::{AuditRow, KeyRow, ListedKeyRow, NewAuditRow, NewKeyRow};
 use crate::schema::{
     api_tokens, audit_events, auth_epoch, enterprises, memberships, replay_records, users,
     webhook_keys,
@@ -1201,10 +1201,14 @@ impl AdminStore for Repository {
     }
 }
 
-/// PostgreSQL: a page and, on each of its rows, the number of keys the filter matches
-/// (the window is counted before the limit), in one statement.
+/// PostgreSQL: a page (the listing's columns, see [`ListedKeyRow`]) and, on each of its
+/// rows, the number of keys the filter matches (the window is counted before the
+/// limit), in one statement.
 const POSTGRES_PAGE: &str = "\
-SELECT k.*, count(*) OVER () AS total FROM webhook_keys k
+SELECT k.id, k.key_id, k.key_name, k.algorithm, k.jwks_uri, k.status, k.created_at,
+       k.created_by, k.revoked_at, k.revoked_by, k.last_verified_at,
+       count(*) OVER () AS total
+FROM webhook_keys k
 WHERE k.enterprise_id = $1 AND ($2::text IS NULL OR k.status = $2)
 ORDER BY k.seq LIMIT $3 OFFSET $4";
 
@@ -1212,7 +1216,7 @@ ORDER BY k.seq LIMIT $3 OFFSET $4";
 #[derive(QueryableByName)]
 struct CountedKeyRow {
     #[diesel(embed)]
-    key: KeyRow,
+    key: ListedKeyRow,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     total: i64,
 }
@@ -1243,7 +1247,7 @@ pub(crate) fn read_page(
         if let Some(total) = rows.first().map(|row| row.total) {
             let keys = rows
                 .into_iter()
-                .map(|row| StoredKey::try_from(row.key))
+                .map(|row| ListedKey::try_from(row.key))
                 .collect::<Result<_, _>>()?;
             return Ok(KeyPage {
                 keys,
@@ -1263,8 +1267,8 @@ pub(crate) fn read_page(
         ($filtered:expr) => {
             on_backend!(&mut *conn, |c| {
                 let total: i64 = $filtered.count().get_result(c).map_err(store_error)?;
-                let rows: Vec<KeyRow> = $filtered
-                    .select(KeyRow::as_select())
+                let rows: Vec<ListedKeyRow> = $filtered
+                    .select(ListedKeyRow::as_select())
                     .order(webhook_keys::seq.asc())
                     .limit(i64::from(limit))
                     .offset(offset)
@@ -1283,7 +1287,7 @@ pub(crate) fn read_page(
     };
     let keys = rows
         .into_iter()
-        .map(StoredKey::try_from)
+        .map(ListedKey::try_from)
         .collect::<Result<_, _>>()?;
     Ok(KeyPage {
         keys,

@@ -2,24 +2,71 @@
 
 use diesel::prelude::*;
 use keyward_domain::{
-    AlgorithmFamily, AuditEvent, KeySource, KeyStatus, StoreError, StoredKey, Timestamp,
+    AlgorithmFamily, AuditEvent, KeySource, KeyStatus, ListedKey, ListedSource, StoreError,
+    StoredKey, Timestamp,
 };
 use uuid::Uuid;
 
 use crate::schema::{audit_events, webhook_keys};
 
+/// A key's whole row: what a listing reads of it, its enterprise and its material.
 #[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = webhook_keys)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub struct KeyRow {
-    pub id: String,
+    #[diesel(embed)]
+    pub listed: ListedKeyRow,
     pub enterprise_id: String,
+    pub jwk: Option<String>,
+    pub thumbprint: Option<String>,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        let id = row.listed.id.clone();
+        let listed = ListedKey::try_from(row.listed)?;
+        let source = match (listed.source, row.jwk, row.thumbprint) {
+            (ListedSource::Inline(algorithm), Some(jwk), Some(thumbprint)) => KeySource::Inline {
+                algorithm,
+                jwk,
+                thumbprint,
+            },
+            (ListedSource::JwksUri(uri), None, None) => KeySource::JwksUri(uri),
+            _ => return Err(corrupt(&id, "an inconsistent key source")),
+        };
+        Ok(StoredKey {
+            id: listed.id,
+            enterprise_id: row.enterprise_id,
+            key_id: listed.key_id,
+            key_name: listed.key_name,
+            source,
+            status: listed.status,
+            created_at: listed.created_at,
+            created_by: listed.created_by,
+            revoked_at: listed.revoked_at,
+            revoked_by: listed.revoked_by,
+            last_verified_at: listed.last_verified_at,
+        })
+    }
+}
+
+/// The error for a key row holding what no write of keyward's leaves.
+fn corrupt(id: &str, what: &str) -> StoreError {
+    StoreError::Internal(format!("webhook_keys row {id} has {what}"))
+}
+
+/// A key's row as a listing reads it: no material, no enterprise (the listing names it).
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
+#[diesel(table_name = webhook_keys)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub struct ListedKeyRow {
+    pub id: String,
     pub key_id: String,
     pub key_name: String,
     pub algorithm: Option<String>,
     pub jwks_uri: Option<String>,
-    pub jwk: Option<String>,
-    pub thumbprint: Option<String>,
     pub status: String,
     pub created_at: i64,
     pub created_by: String,
@@ -28,34 +75,25 @@ pub struct KeyRow {
     pub last_verified_at: Option<i64>,
 }
 
-impl TryFrom<KeyRow> for StoredKey {
+impl TryFrom<ListedKeyRow> for ListedKey {
     type Error = StoreError;
 
-    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
-        let corrupt =
-            |what: &str| StoreError::Internal(format!("webhook_keys row {} has {what}", row.id));
-        let source = match (
-            row.jwk,
-            row.thumbprint,
-            row.algorithm.as_deref(),
-            row.jwks_uri,
-        ) {
-            (Some(jwk), Some(thumbprint), Some(alg), None) => KeySource::Inline {
-                algorithm: AlgorithmFamily::parse(alg)
-                    .ok_or_else(|| corrupt("an unknown algorithm"))?,
-                jwk,
-                thumbprint,
-            },
-            (None, None, None, Some(uri)) => KeySource::JwksUri(uri),
-            _ => return Err(corrupt("an inconsistent key source")),
+    fn try_from(row: ListedKeyRow) -> Result<Self, StoreError> {
+        let source = match (row.algorithm.as_deref(), row.jwks_uri) {
+            (Some(alg), None) => ListedSource::Inline(
+                AlgorithmFamily::parse(alg)
+                    .ok_or_else(|| corrupt(&row.id, "an unknown algorithm"))?,
+            ),
+            (None, Some(uri)) => ListedSource::JwksUri(uri),
+            _ => return Err(corrupt(&row.id, "an inconsistent key source")),
         };
-        Ok(StoredKey {
-            id: Uuid::parse_str(&row.id).map_err(|_| corrupt("a malformed id"))?,
-            enterprise_id: row.enterprise_id,
+        Ok(ListedKey {
+            id: Uuid::parse_str(&row.id).map_err(|_| corrupt(&row.id, "a malformed id"))?,
             key_id: row.key_id,
             key_name: row.key_name,
             source,
-            status: KeyStatus::parse(&row.status).ok_or_else(|| corrupt("an unknown status"))?,
+            status: KeyStatus::parse(&row.status)
+                .ok_or_else(|| corrupt(&row.id, "an unknown status"))?,
             created_at: Timestamp::from_millis(row.created_at),
             created_by: row.created_by,
             revoked_at: row.revoked_at.map(Timestamp::from_millis),

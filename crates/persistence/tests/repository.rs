@@ -261,6 +261,29 @@ on_both_backends! {
         }
     }
 
+    a_listed_key_is_its_stored_key_without_its_material(db) {
+        use keyward_domain::{ListedKey, ListedSource};
+        let repo = db.repository();
+        let acme = enterprise(&repo, "acme");
+        let mut by_uri = new_key(&acme, "by-uri", "unused");
+        by_uri.source = KeySource::JwksUri("https://keys.acme.test/jwks.json".into());
+        for key in [new_key(&acme, "inline", "T1"), by_uri, new_key(&acme, "revoked", "T2")] {
+            assert!(matches!(repo.insert_key(&key, 20, &audit()), Ok(InsertOutcome::Inserted(_))));
+        }
+        let revoked = KeyId::parse("revoked").expect("id");
+        assert!(matches!(repo.revoke_key(&acme, &revoked, Timestamp::from_millis(7_000), &audit()), Ok(RevokeOutcome::Revoked(_))));
+        let page = repo.list_keys(&acme, None, 10, 0).expect("list");
+        assert_eq!(page.total, 3);
+        let stored: Vec<ListedKey> = ["inline", "by-uri", "revoked"]
+            .iter()
+            .map(|k| ListedKey::from(repo.get_key(&acme, k).expect("get").expect("present")))
+            .collect();
+        assert_eq!(page.keys, stored);
+        assert_eq!(page.keys[0].source, ListedSource::Inline(AlgorithmFamily::EdDsa));
+        assert_eq!(page.keys[1].source, ListedSource::JwksUri("https://keys.acme.test/jwks.json".into()));
+        assert_eq!(page.keys[2].revoked_at, Some(Timestamp::from_millis(7_000)));
+    }
+
     key_ids_are_tombstoned_and_thumbprints_unique(db) {
         let repo = db.repository();
         let acme = enterprise(&repo, "acme");
