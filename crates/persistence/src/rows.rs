@@ -25,7 +25,6 @@ impl TryFrom<KeyRow> for StoredKey {
     type Error = StoreError;
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
-        let id = row.listed.id.clone();
         let listed = ListedKey::try_from(row.listed)?;
         let source = match (listed.source, row.jwk, row.thumbprint) {
             (ListedSource::Inline(algorithm), Some(jwk), Some(thumbprint)) => KeySource::Inline {
@@ -34,7 +33,7 @@ impl TryFrom<KeyRow> for StoredKey {
                 thumbprint,
             },
             (ListedSource::JwksUri(uri), None, None) => KeySource::JwksUri(uri),
-            _ => return Err(corrupt(&id, "an inconsistent key source")),
+            _ => return Err(corrupt(listed.id, "an inconsistent key source")),
         };
         Ok(StoredKey {
             id: listed.id,
@@ -53,7 +52,7 @@ impl TryFrom<KeyRow> for StoredKey {
 }
 
 /// The error for a key row holding what no write of keyward's leaves.
-fn corrupt(id: &str, what: &str) -> StoreError {
+fn corrupt(id: impl std::fmt::Display, what: &str) -> StoreError {
     StoreError::Internal(format!("webhook_keys row {id} has {what}"))
 }
 
@@ -158,4 +157,90 @@ pub struct NewAuditRow<'a> {
     pub action: &'a str,
     pub outcome: &'a str,
     pub request_id: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(algorithm: Option<&str>, jwks_uri: Option<&str>) -> ListedKeyRow {
+        ListedKeyRow {
+            id: "6f1c0c52-0000-4000-8000-000000000001".into(),
+            key_id: "k".into(),
+            key_name: "k".into(),
+            algorithm: algorithm.map(Into::into),
+            jwks_uri: jwks_uri.map(Into::into),
+            status: "ACTIVE".into(),
+            created_at: 1_000,
+            created_by: "admin@acme.test".into(),
+            revoked_at: None,
+            revoked_by: None,
+            last_verified_at: Some(2_000),
+        }
+    }
+
+    fn whole(listed: ListedKeyRow, material: Option<(&str, &str)>) -> KeyRow {
+        KeyRow {
+            listed,
+            enterprise_id: "acme".into(),
+            jwk: material.map(|(jwk, _)| jwk.into()),
+            thumbprint: material.map(|(_, thumbprint)| thumbprint.into()),
+        }
+    }
+
+    #[test]
+    fn a_whole_row_is_its_listing_with_its_enterprise_and_material() {
+        let inline = StoredKey::try_from(whole(listed(Some("EdDSA"), None), Some(("{}", "T"))))
+            .expect("inline");
+        assert_eq!(inline.enterprise_id, "acme");
+        assert_eq!(
+            inline.source,
+            KeySource::Inline {
+                algorithm: AlgorithmFamily::EdDsa,
+                jwk: "{}".into(),
+                thumbprint: "T".into(),
+            }
+        );
+        assert_eq!(inline.last_verified_at, Some(Timestamp::from_millis(2_000)));
+        assert_eq!(
+            ListedKey::from(inline),
+            ListedKey::try_from(listed(Some("EdDSA"), None)).expect("listed")
+        );
+        let by_uri = StoredKey::try_from(whole(listed(None, Some("https://a.test/j")), None))
+            .expect("by uri");
+        assert_eq!(by_uri.source, KeySource::JwksUri("https://a.test/j".into()));
+    }
+
+    #[test]
+    fn rows_no_write_leaves_are_internal_errors_naming_the_row() {
+        let refused = [
+            StoredKey::try_from(whole(listed(Some("EdDSA"), None), None)).err(),
+            StoredKey::try_from(whole(
+                listed(None, Some("https://a.test/j")),
+                Some(("{}", "T")),
+            ))
+            .err(),
+            ListedKey::try_from(listed(Some("EdDSA"), Some("https://a.test/j"))).err(),
+            ListedKey::try_from(listed(None, None)).err(),
+            ListedKey::try_from(listed(Some("RS256"), None)).err(),
+            ListedKey::try_from(ListedKeyRow {
+                status: "LOST".into(),
+                ..listed(Some("EdDSA"), None)
+            })
+            .err(),
+            ListedKey::try_from(ListedKeyRow {
+                id: "not-a-uuid".into(),
+                ..listed(Some("EdDSA"), None)
+            })
+            .err(),
+        ];
+        for (i, refused) in refused.into_iter().enumerate() {
+            match refused {
+                Some(StoreError::Internal(message)) => {
+                    assert!(message.starts_with("webhook_keys row "), "{i}: {message}");
+                }
+                other => panic!("{i}: {other:?}"),
+            }
+        }
+    }
 }
