@@ -26,8 +26,8 @@ pub use ids::{Email, EnterpriseId, KeyId, KeyName};
 pub use jwk::{AlgorithmFamily, Curve, PublicJwk, Thumbprint};
 pub use jwks_uri::{InsecureHosts, JwksUri};
 pub use model::{
-    AuditAction, AuditContext, AuditEvent, Clock, KeyPage, KeySource, KeyStatus, ListedKey,
-    ListedSource, NewKey, StoredKey, Timestamp,
+    AuditAction, AuditContext, AuditEvent, Clock, KeyPage, KeyRecord, KeySource, KeyStatus,
+    ListedKey, ListedSource, NewKey, StoredKey, Timestamp,
 };
 pub use register::{KeyMaterial, RegisterKey};
 pub use service::{

@@ -140,20 +140,51 @@ pub struct NewKey {
     pub created_by: Email,
 }
 
-/// A stored key, as the store returns it.
+/// A key's record: its metadata and its source, in one of two forms. The store returns
+/// a key whole, its source with its material ([`StoredKey`]); a listing shows neither
+/// the JWK nor its thumbprint, so the store does not read them for one ([`ListedKey`];
+/// the JWK is the longest value of a key's row).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
+pub struct KeyRecord<S> {
     pub id: Uuid,
     pub enterprise_id: String,
     pub key_id: String,
     pub key_name: String,
-    pub source: KeySource,
+    pub source: S,
     pub status: KeyStatus,
     pub created_at: Timestamp,
     pub created_by: String,
     pub revoked_at: Option<Timestamp>,
     pub revoked_by: Option<String>,
     pub last_verified_at: Option<Timestamp>,
+}
+
+/// A stored key, as the store returns it: with its material.
+pub type StoredKey = KeyRecord<KeySource>;
+
+/// A key as a listing shows it: its metadata without its material.
+pub type ListedKey = KeyRecord<ListedSource>;
+
+impl<S> KeyRecord<S> {
+    /// The same record with its source replaced by what `f` makes of it, or `f`'s error.
+    pub fn try_map_source<T, E>(
+        self,
+        f: impl FnOnce(S) -> Result<T, E>,
+    ) -> Result<KeyRecord<T>, E> {
+        Ok(KeyRecord {
+            source: f(self.source)?,
+            id: self.id,
+            enterprise_id: self.enterprise_id,
+            key_id: self.key_id,
+            key_name: self.key_name,
+            status: self.status,
+            created_at: self.created_at,
+            created_by: self.created_by,
+            revoked_at: self.revoked_at,
+            revoked_by: self.revoked_by,
+            last_verified_at: self.last_verified_at,
+        })
+    }
 }
 
 impl StoredKey {
@@ -179,40 +210,20 @@ pub enum ListedSource {
     JwksUri(String),
 }
 
-/// A key as a listing shows it: its metadata without its material. A listing shows
-/// neither the JWK nor its thumbprint, so the store does not read them for one (the
-/// JWK is the longest value of a key's row).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedKey {
-    pub id: Uuid,
-    pub key_id: String,
-    pub key_name: String,
-    pub source: ListedSource,
-    pub status: KeyStatus,
-    pub created_at: Timestamp,
-    pub created_by: String,
-    pub revoked_at: Option<Timestamp>,
-    pub revoked_by: Option<String>,
-    pub last_verified_at: Option<Timestamp>,
+impl From<KeySource> for ListedSource {
+    fn from(source: KeySource) -> Self {
+        match source {
+            KeySource::Inline { algorithm, .. } => Self::Inline(algorithm),
+            KeySource::JwksUri(uri) => Self::JwksUri(uri),
+        }
+    }
 }
 
 impl From<StoredKey> for ListedKey {
     fn from(key: StoredKey) -> Self {
-        Self {
-            id: key.id,
-            key_id: key.key_id,
-            key_name: key.key_name,
-            source: match key.source {
-                KeySource::Inline { algorithm, .. } => ListedSource::Inline(algorithm),
-                KeySource::JwksUri(uri) => ListedSource::JwksUri(uri),
-            },
-            status: key.status,
-            created_at: key.created_at,
-            created_by: key.created_by,
-            revoked_at: key.revoked_at,
-            revoked_by: key.revoked_by,
-            last_verified_at: key.last_verified_at,
-        }
+        let Ok(listed) =
+            key.try_map_source(|source| Ok::<_, std::convert::Infallible>(source.into()));
+        listed
     }
 }
 

@@ -8,7 +8,7 @@ use keyward_domain::ports::{
 };
 use keyward_domain::{
     AuditAction, AuditContext, AuditEvent, Email, EnterpriseId, KeyId, KeyPage, KeySource,
-    KeyStatus, ListedKey, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
+    KeyStatus, NewKey, Role, StoreError, StoredKey, Timestamp, TokenGrant,
 };
 use uuid::Uuid;
 
@@ -1247,7 +1247,7 @@ pub(crate) fn read_page(
         if let Some(total) = rows.first().map(|row| row.total) {
             let keys = rows
                 .into_iter()
-                .map(|row| ListedKey::try_from(row.key))
+                .map(|row| row.key.into_listed(enterprise.to_owned()))
                 .collect::<Result<_, _>>()?;
             return Ok(KeyPage {
                 keys,
@@ -1287,7 +1287,7 @@ pub(crate) fn read_page(
     };
     let keys = rows
         .into_iter()
-        .map(ListedKey::try_from)
+        .map(|row| row.into_listed(enterprise.to_owned()))
         .collect::<Result<_, _>>()?;
     Ok(KeyPage {
         keys,

@@ -25,28 +25,18 @@ impl TryFrom<KeyRow> for StoredKey {
     type Error = StoreError;
 
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
-        let listed = ListedKey::try_from(row.listed)?;
-        let source = match (listed.source, row.jwk, row.thumbprint) {
-            (ListedSource::Inline(algorithm), Some(jwk), Some(thumbprint)) => KeySource::Inline {
-                algorithm,
-                jwk,
-                thumbprint,
-            },
-            (ListedSource::JwksUri(uri), None, None) => KeySource::JwksUri(uri),
-            _ => return Err(corrupt(listed.id, "an inconsistent key source")),
-        };
-        Ok(StoredKey {
-            id: listed.id,
-            enterprise_id: row.enterprise_id,
-            key_id: listed.key_id,
-            key_name: listed.key_name,
-            source,
-            status: listed.status,
-            created_at: listed.created_at,
-            created_by: listed.created_by,
-            revoked_at: listed.revoked_at,
-            revoked_by: listed.revoked_by,
-            last_verified_at: listed.last_verified_at,
+        let listed = row.listed.into_listed(row.enterprise_id)?;
+        let id = listed.id;
+        listed.try_map_source(|source| match (source, row.jwk, row.thumbprint) {
+            (ListedSource::Inline(algorithm), Some(jwk), Some(thumbprint)) => {
+                Ok(KeySource::Inline {
+                    algorithm,
+                    jwk,
+                    thumbprint,
+                })
+            }
+            (ListedSource::JwksUri(uri), None, None) => Ok(KeySource::JwksUri(uri)),
+            _ => Err(corrupt(id, "an inconsistent key source")),
         })
     }
 }
@@ -74,10 +64,10 @@ pub struct ListedKeyRow {
     pub last_verified_at: Option<i64>,
 }
 
-impl TryFrom<ListedKeyRow> for ListedKey {
-    type Error = StoreError;
-
-    fn try_from(row: ListedKeyRow) -> Result<Self, StoreError> {
+impl ListedKeyRow {
+    /// The listed key this row of `enterprise_id`'s holds.
+    pub fn into_listed(self, enterprise_id: String) -> Result<ListedKey, StoreError> {
+        let row = self;
         let source = match (row.algorithm.as_deref(), row.jwks_uri) {
             (Some(alg), None) => ListedSource::Inline(
                 AlgorithmFamily::parse(alg)
@@ -88,6 +78,7 @@ impl TryFrom<ListedKeyRow> for ListedKey {
         };
         Ok(ListedKey {
             id: Uuid::parse_str(&row.id).map_err(|_| corrupt(&row.id, "a malformed id"))?,
+            enterprise_id,
             key_id: row.key_id,
             key_name: row.key_name,
             source,
@@ -179,6 +170,10 @@ mod tests {
         }
     }
 
+    fn listed_in_acme(row: ListedKeyRow) -> Result<ListedKey, StoreError> {
+        row.into_listed("acme".into())
+    }
+
     fn whole(listed: ListedKeyRow, material: Option<(&str, &str)>) -> KeyRow {
         KeyRow {
             listed,
@@ -204,7 +199,7 @@ mod tests {
         assert_eq!(inline.last_verified_at, Some(Timestamp::from_millis(2_000)));
         assert_eq!(
             ListedKey::from(inline),
-            ListedKey::try_from(listed(Some("EdDSA"), None)).expect("listed")
+            listed_in_acme(listed(Some("EdDSA"), None)).expect("listed")
         );
         let by_uri = StoredKey::try_from(whole(listed(None, Some("https://a.test/j")), None))
             .expect("by uri");
@@ -220,15 +215,15 @@ mod tests {
                 Some(("{}", "T")),
             ))
             .err(),
-            ListedKey::try_from(listed(Some("EdDSA"), Some("https://a.test/j"))).err(),
-            ListedKey::try_from(listed(None, None)).err(),
-            ListedKey::try_from(listed(Some("RS256"), None)).err(),
-            ListedKey::try_from(ListedKeyRow {
+            listed_in_acme(listed(Some("EdDSA"), Some("https://a.test/j"))).err(),
+            listed_in_acme(listed(None, None)).err(),
+            listed_in_acme(listed(Some("RS256"), None)).err(),
+            listed_in_acme(ListedKeyRow {
                 status: "LOST".into(),
                 ..listed(Some("EdDSA"), None)
             })
             .err(),
-            ListedKey::try_from(ListedKeyRow {
+            listed_in_acme(ListedKeyRow {
                 id: "not-a-uuid".into(),
                 ..listed(Some("EdDSA"), None)
             })
