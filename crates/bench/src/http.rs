@@ -594,11 +594,20 @@ fn registration_writes_rate(db: &TestDb, settings: &Settings) -> Result<f64, Str
         let id = format!("00000000-0000-4000-8000-{:04x}{:08x}", t, n);
         let jwk =
             r#"{"crv":"Ed25519","kty":"OKP","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        // SQLite keeps an enterprise's keys in the order of a seq the writer gives.
+        let (seq_column, seq) = if sqlite {
+            (
+                "seq, ",
+                format!("(SELECT coalesce(max(seq), 0) + 1 FROM webhook_keys WHERE enterprise_id = '{e}'), "),
+            )
+        } else {
+            ("", String::new())
+        };
         format!(
             "{begin}; \
-             INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwks_uri, \
+             INSERT INTO webhook_keys ({seq_column}id, enterprise_id, key_id, key_name, algorithm, jwks_uri, \
                jwk, thumbprint, status, created_at, created_by) \
-             VALUES ('{id}', '{e}', 'w-{t}-{n}', 'bench key', 'EdDSA', NULL, '{jwk}', \
+             VALUES ({seq}'{id}', '{e}', 'w-{t}-{n}', 'bench key', 'EdDSA', NULL, '{jwk}', \
                'thumbprint-{t}-{n}', 'ACTIVE', {n}, 'bench@keyward.test'); \
              INSERT INTO audit_events (at, enterprise_id, key_id, actor, action, outcome, request_id) \
              VALUES ({n}, '{e}', 'w-{t}-{n}', 'bench@keyward.test', 'REGISTER', 'OK', '{id}'); \

@@ -3,6 +3,7 @@
 //!
 //! Usage: keyward-bench [--quick] [--keyward PATH] [--out FILE] [--skip-scale]
 //!                      [--backend sqlite|postgres] [--only-scale] [--only-inproc]
+//!                      [--keys-in-turns]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +19,7 @@ struct Args {
     only_scale: bool,
     only_inproc: bool,
     backend: Option<http::Backend>,
+    load_order: scale::LoadOrder,
 }
 
 fn args() -> Result<Args, String> {
@@ -29,6 +31,7 @@ fn args() -> Result<Args, String> {
         only_scale: false,
         only_inproc: false,
         backend: None,
+        load_order: scale::LoadOrder::ByEnterprise,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -37,6 +40,7 @@ fn args() -> Result<Args, String> {
             "--skip-scale" => args.scale = false,
             "--only-scale" => args.only_scale = true,
             "--only-inproc" => args.only_inproc = true,
+            "--keys-in-turns" => args.load_order = scale::LoadOrder::InTurns,
             "--backend" => {
                 args.backend = match it.next().as_deref() {
                     Some("sqlite") => Some(http::Backend::Sqlite),
@@ -173,7 +177,14 @@ fn main() {
         } else {
             (10_000, 100)
         };
-        if let Err(err) = scale::run(&settings, &backends, enterprises, per, &mut report) {
+        if let Err(err) = scale::run(
+            &settings,
+            &backends,
+            enterprises,
+            per,
+            args.load_order,
+            &mut report,
+        ) {
             report.note(format!("scale run failed: {err}"));
         }
     }

@@ -391,7 +391,7 @@ fn sqlite_commit(
     }
 }
 
-/// What [`sqlite_batch`] reads of a key (its row, whether it is ACTIVE, its last stamp)
+/// What [`sqlite_batch`] reads of a key (its seq, whether it is ACTIVE, its last stamp)
 /// and whether this process is due to stamp it (cleared once stamped in this batch).
 struct SqliteKey {
     seq: i64,
@@ -410,7 +410,8 @@ const SQLITE_RECORD: &str = "INSERT INTO replay_records \
     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
 
 /// SQLite: a key's stamp, by its row (read in the same transaction).
-const SQLITE_STAMP: &str = "UPDATE webhook_keys SET last_verified_at = $1 WHERE seq = $2";
+const SQLITE_STAMP: &str =
+    "UPDATE webhook_keys SET last_verified_at = $1 WHERE enterprise_id = $2 AND seq = $3";
 
 /// The statements of [`sqlite_commit`]'s transaction; `outcomes` in `records`' order.
 fn sqlite_batch(
@@ -485,7 +486,11 @@ fn sqlite_batch(
             continue;
         }
         key.stamp = false;
-        let binds = [Bind::BigInt(r.at), Bind::BigInt(key.seq)];
+        let binds = [
+            Bind::BigInt(r.at),
+            Bind::Text(&r.enterprise),
+            Bind::BigInt(key.seq),
+        ];
         Prepared::new(SQLITE_STAMP, &binds).execute(conn)?;
     }
     Ok(())

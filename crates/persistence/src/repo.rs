@@ -515,6 +515,15 @@ fn fit_stripes_to_limit(
     Ok(())
 }
 
+/// SQLite: a key's row, after its enterprise's last (rows are kept in (enterprise, seq)
+/// order and never deleted, and the write lock is held, so the seq is new and ordered).
+/// Prepared once per connection, like every statement of the registration's.
+const SQLITE_INSERT_KEY: &str = "\
+INSERT INTO webhook_keys (enterprise_id, seq, id, key_id, key_name, algorithm, jwks_uri, jwk,
+                          thumbprint, status, created_at, created_by)
+VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM webhook_keys WHERE enterprise_id = $1),
+        $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10)";
+
 /// SQLite: counts a registration against the enterprise's limit of active keys; no
 /// row changes when the limit is reached.
 const BUMP_ACTIVE_KEYS: &str = "UPDATE enterprises SET active_keys = active_keys + 1 \
@@ -804,7 +813,6 @@ impl KeyStore for Repository {
             jwks_uri,
             jwk,
             thumbprint,
-            status: KeyStatus::Active.as_str(),
             created_at: key.created_at.millis(),
             created_by: key.created_by.as_str(),
         };
@@ -820,8 +828,19 @@ impl KeyStore for Repository {
                 postgres_insert_key(pg, &row, key.id.as_u128(), max_active, audit)
             }
             DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
-                match on_backend!(&mut *conn, |c| diesel::insert_into(webhook_keys::table)
-                    .values(&row)
+                let binds = [
+                    Bind::Text(row.enterprise_id),
+                    Bind::Text(&row.id),
+                    Bind::Text(row.key_id),
+                    Bind::Text(row.key_name),
+                    Bind::OptionalText(row.algorithm),
+                    Bind::OptionalText(row.jwks_uri),
+                    Bind::OptionalText(row.jwk),
+                    Bind::OptionalText(row.thumbprint),
+                    Bind::BigInt(row.created_at),
+                    Bind::Text(row.created_by),
+                ];
+                match on_backend!(&mut *conn, |c| Prepared::new(SQLITE_INSERT_KEY, &binds)
                     .execute(c))
                 {
                     Err(err) if is_unique_violation(&err) => return Err(Abort::Outcome(RACED)),

@@ -93,9 +93,8 @@ impl ListedKeyRow {
     }
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = webhook_keys)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+/// A registration's row, as each backend's insert statement binds it (status ACTIVE).
+#[derive(Debug)]
 pub struct NewKeyRow<'a> {
     pub id: String,
     pub enterprise_id: &'a str,
@@ -105,7 +104,6 @@ pub struct NewKeyRow<'a> {
     pub jwks_uri: Option<&'a str>,
     pub jwk: Option<&'a str>,
     pub thumbprint: Option<&'a str>,
-    pub status: &'a str,
     pub created_at: i64,
     pub created_by: &'a str,
 }

@@ -167,11 +167,14 @@ on_both_backends! {
         let acme = enterprise(&repo, "acme");
         // As a bulk load writes it: the row alone, no count of active keys.
         let mut conn = db.pool().get().expect("conn");
-        conn.batch_execute(
-            "INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwk, \
-             thumbprint, status, created_at, created_by) VALUES ('6f1c0c52-0000-4000-8000-000000000001', \
-             'acme', 'loaded', 'loaded', 'EdDSA', '{}', 'TL', 'ACTIVE', 1000, 'loader@acme.test')",
-        ).expect("bulk row");
+        // SQLite orders an enterprise's keys by a seq the loader gives; PostgreSQL's is
+        // generated.
+        let (seq_column, seq) = if db.sqlite_path().is_some() { ("seq, ", "1, ") } else { ("", "") };
+        conn.batch_execute(&format!(
+            "INSERT INTO webhook_keys ({seq_column}id, enterprise_id, key_id, key_name, algorithm, jwk, \
+             thumbprint, status, created_at, created_by) VALUES ({seq}'6f1c0c52-0000-4000-8000-000000000001', \
+             'acme', 'loaded', 'loaded', 'EdDSA', '{{}}', 'TL', 'ACTIVE', 1000, 'loader@acme.test')",
+        )).expect("bulk row");
         let loaded = KeyId::parse("loaded").expect("id");
         assert!(matches!(repo.revoke_key(&acme, &loaded, Timestamp::from_millis(2_000), &audit()), Ok(RevokeOutcome::Revoked(_))));
         // The revocation took nothing off a count that never held the key.
@@ -712,6 +715,80 @@ fn sqlite_files_are_in_wal_mode_with_full_sync() {
     .expect("pragmas");
     assert_eq!(settings.journal_mode, "wal");
     assert_eq!(settings.synchronous, 2, "FULL");
+}
+
+#[test]
+fn sqlite_keys_keep_their_enterprise_order_through_the_migration_both_ways() {
+    let db = TestDb::sqlite();
+    let repo = db.repository();
+    let (acme, other) = (enterprise(&repo, "acme"), enterprise(&repo, "other"));
+    let register = |e: &EnterpriseId, key_id: &str| {
+        let thumbprint = format!("T{}{key_id}", e.as_str());
+        let inserted = repo.insert_key(&new_key(e, key_id, &thumbprint), 20, &audit());
+        assert!(
+            matches!(inserted, Ok(InsertOutcome::Inserted(_))),
+            "{key_id}"
+        );
+    };
+    let listed = |e: &EnterpriseId| -> Vec<String> {
+        let page = repo.list_keys(e, None, 100, 0).expect("list");
+        page.keys.into_iter().map(|k| k.key_id).collect()
+    };
+    // Rows written in turns, as enterprises register keys over time, into the table as
+    // it was before (in registration order across enterprises).
+    let mut conn: DbConnection = ConnectionManager::new(db.url.clone())
+        .establish()
+        .expect("connect");
+    assert_eq!(
+        revert_last_migration(&mut conn).expect("down"),
+        "20261207000010"
+    );
+    for (n, key_id) in ["a", "b", "c"].into_iter().enumerate() {
+        for (i, e) in ["acme", "other"].into_iter().enumerate() {
+            conn.batch_execute(&format!(
+                "INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwk, \
+                 thumbprint, status, created_at, created_by) VALUES \
+                 ('6f1c0c52-0000-4000-8000-0000000000{n}{i}', '{e}', '{key_id}', '{key_id}', \
+                 'EdDSA', '{{}}', 'T{e}{key_id}', 'ACTIVE', 1000, 'loader@acme.test')"
+            ))
+            .expect("row before");
+        }
+    }
+    assert_eq!(run_migrations(&mut conn).expect("up again"), 1);
+    for key_id in ["d", "e"] {
+        register(&acme, key_id);
+        register(&other, key_id);
+    }
+    let expected = ["a", "b", "c", "d", "e"];
+    for e in [&acme, &other] {
+        assert_eq!(listed(e), expected, "{e:?}");
+        assert_eq!(
+            repo.list_keys(e, None, 2, 2).expect("page").keys[0].key_id,
+            "c"
+        );
+    }
+    // Found by keyId, revoked and stamped in the new layout.
+    let c = KeyId::parse("c").expect("id");
+    assert!(repo.get_key(&acme, "c").expect("get").is_some());
+    assert!(matches!(
+        repo.revoke_key(&acme, &c, Timestamp::from_millis(2_000), &audit()),
+        Ok(RevokeOutcome::Revoked(_))
+    ));
+    assert_eq!(
+        repo.list_keys(&acme, Some(KeyStatus::Revoked), 100, 0)
+            .expect("revoked")
+            .keys[0]
+            .key_id,
+        "c"
+    );
+    // Undone again, the same order and the same keys.
+    assert_eq!(
+        revert_last_migration(&mut conn).expect("down"),
+        "20261207000010"
+    );
+    for e in [&acme, &other] {
+        assert_eq!(listed(e), expected, "{e:?}");
+    }
 }
 
 #[test]
