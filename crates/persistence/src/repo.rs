@@ -1221,12 +1221,14 @@ impl AdminStore for Repository {
 }
 
 /// PostgreSQL: a page (the listing's columns, see [`ListedKeyRow`]) and, on each of its
-/// rows, the number of keys the filter matches (the window is counted before the
-/// limit), in one statement.
+/// rows, the number of keys the filter matches, in one statement. The count is taken
+/// once, from the (enterprise, seq) index, which carries each key's status, so only
+/// the page's rows are read from the table.
 const POSTGRES_PAGE: &str = "\
 SELECT k.id, k.key_id, k.key_name, k.algorithm, k.jwks_uri, k.status, k.created_at,
        k.created_by, k.revoked_at, k.revoked_by, k.last_verified_at,
-       count(*) OVER () AS total
+       (SELECT count(*) FROM webhook_keys c
+        WHERE c.enterprise_id = $1 AND ($2::text IS NULL OR c.status = $2)) AS total
 FROM webhook_keys k
 WHERE k.enterprise_id = $1 AND ($2::text IS NULL OR k.status = $2)
 ORDER BY k.seq LIMIT $3 OFFSET $4";
