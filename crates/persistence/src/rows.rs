@@ -67,28 +67,27 @@ pub struct ListedKeyRow {
 impl ListedKeyRow {
     /// The listed key this row of `enterprise_id`'s holds.
     pub fn into_listed(self, enterprise_id: String) -> Result<ListedKey, StoreError> {
-        let row = self;
-        let source = match (row.algorithm.as_deref(), row.jwks_uri) {
+        let source = match (self.algorithm.as_deref(), self.jwks_uri) {
             (Some(alg), None) => ListedSource::Inline(
                 AlgorithmFamily::parse(alg)
-                    .ok_or_else(|| corrupt(&row.id, "an unknown algorithm"))?,
+                    .ok_or_else(|| corrupt(&self.id, "an unknown algorithm"))?,
             ),
             (None, Some(uri)) => ListedSource::JwksUri(uri),
-            _ => return Err(corrupt(&row.id, "an inconsistent key source")),
+            _ => return Err(corrupt(&self.id, "an inconsistent key source")),
         };
         Ok(ListedKey {
-            id: Uuid::parse_str(&row.id).map_err(|_| corrupt(&row.id, "a malformed id"))?,
+            id: Uuid::parse_str(&self.id).map_err(|_| corrupt(&self.id, "a malformed id"))?,
             enterprise_id,
-            key_id: row.key_id,
-            key_name: row.key_name,
+            key_id: self.key_id,
+            key_name: self.key_name,
             source,
-            status: KeyStatus::parse(&row.status)
-                .ok_or_else(|| corrupt(&row.id, "an unknown status"))?,
-            created_at: Timestamp::from_millis(row.created_at),
-            created_by: row.created_by,
-            revoked_at: row.revoked_at.map(Timestamp::from_millis),
-            revoked_by: row.revoked_by,
-            last_verified_at: row.last_verified_at.map(Timestamp::from_millis),
+            status: KeyStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(&self.id, "an unknown status"))?,
+            created_at: Timestamp::from_millis(self.created_at),
+            created_by: self.created_by,
+            revoked_at: self.revoked_at.map(Timestamp::from_millis),
+            revoked_by: self.revoked_by,
+            last_verified_at: self.last_verified_at.map(Timestamp::from_millis),
         })
     }
 }
