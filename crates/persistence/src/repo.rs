@@ -515,14 +515,31 @@ fn fit_stripes_to_limit(
     Ok(())
 }
 
-/// SQLite: a key's row, after its enterprise's last (rows are kept in (enterprise, seq)
-/// order and never deleted, and the write lock is held, so the seq is new and ordered).
-/// Prepared once per connection, like every statement of the registration's.
+/// SQLite: a key's row ([`key_binds`]), after its enterprise's last (rows are kept in
+/// (enterprise, seq) order and never deleted, and the write lock is held, so the seq is
+/// new and ordered). Prepared once per connection, like every statement of the
+/// registration's.
 const SQLITE_INSERT_KEY: &str = "\
 INSERT INTO webhook_keys (enterprise_id, seq, id, key_id, key_name, algorithm, jwks_uri, jwk,
                           thumbprint, status, created_at, created_by)
-VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM webhook_keys WHERE enterprise_id = $1),
-        $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10)";
+VALUES ($2, (SELECT coalesce(max(seq), 0) + 1 FROM webhook_keys WHERE enterprise_id = $2),
+        $1, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10)";
+
+/// A registration's row as `$1`..`$10` of both backends' insert statements.
+fn key_binds<'a>(row: &'a NewKeyRow<'_>) -> [Bind<'a>; 10] {
+    [
+        Bind::Text(&row.id),
+        Bind::Text(row.enterprise_id),
+        Bind::Text(row.key_id),
+        Bind::Text(row.key_name),
+        Bind::OptionalText(row.algorithm),
+        Bind::OptionalText(row.jwks_uri),
+        Bind::OptionalText(row.jwk),
+        Bind::OptionalText(row.thumbprint),
+        Bind::BigInt(row.created_at),
+        Bind::Text(row.created_by),
+    ]
+}
 
 /// SQLite: counts a registration against the enterprise's limit of active keys; no
 /// row changes when the limit is reached.
@@ -562,17 +579,19 @@ fn postgres_insert_key(
     let stripes = limit.min(STRIPES);
     // Below `LEAST(L, 1024)`, so a stripe that may hold a key.
     let stripe = (pick % stripes.max(1) as u128) as i64;
+    let [id, enterprise, key_id, key_name, algorithm, jwks_uri, jwk, thumbprint, at, by] =
+        key_binds(row);
     let mut binds = [
-        Bind::Text(&row.id),
-        Bind::Text(row.enterprise_id),
-        Bind::Text(row.key_id),
-        Bind::Text(row.key_name),
-        Bind::OptionalText(row.algorithm),
-        Bind::OptionalText(row.jwks_uri),
-        Bind::OptionalText(row.jwk),
-        Bind::OptionalText(row.thumbprint),
-        Bind::BigInt(row.created_at),
-        Bind::Text(row.created_by),
+        id,
+        enterprise,
+        key_id,
+        key_name,
+        algorithm,
+        jwks_uri,
+        jwk,
+        thumbprint,
+        at,
+        by,
         Bind::Text(audit.actor.as_str()),
         Bind::BigInt(limit),
         Bind::Text(&audit.request_id),
@@ -828,18 +847,7 @@ impl KeyStore for Repository {
                 postgres_insert_key(pg, &row, key.id.as_u128(), max_active, audit)
             }
             DbConnection::Sqlite(_) => write_tx(&self.gate, &mut conn, |conn| {
-                let binds = [
-                    Bind::Text(row.enterprise_id),
-                    Bind::Text(&row.id),
-                    Bind::Text(row.key_id),
-                    Bind::Text(row.key_name),
-                    Bind::OptionalText(row.algorithm),
-                    Bind::OptionalText(row.jwks_uri),
-                    Bind::OptionalText(row.jwk),
-                    Bind::OptionalText(row.thumbprint),
-                    Bind::BigInt(row.created_at),
-                    Bind::Text(row.created_by),
-                ];
+                let binds = key_binds(&row);
                 match on_backend!(&mut *conn, |c| Prepared::new(SQLITE_INSERT_KEY, &binds)
                     .execute(c))
                 {
