@@ -1,14 +1,18 @@
-//! Response bodies written straight from the DTOs: the key reads and the verdict.
+//! Response bodies written straight from what they describe: the key reads and the
+//! verdict.
 //!
 //! poem-openapi's `Json` payload renders a body by building a `serde_json::Value` tree
 //! (a map per object, a string per field) and serialising that: for a page of twenty keys
 //! that is most of the request's allocations. [`Direct`] documents a body exactly as
 //! `Json` does (the schema is the DTO's) but writes it with `serde::Serialize`
 //! impls that emit the same members in the same order as the tree (alphabetical, the
-//! order of its maps), so the bytes are the same; a test compares them. The members'
-//! own values (enums, timestamps, nullable fields) derive `Serialize` beside their
-//! documented names. A body is rendered when the response is made, so one rendering can
-//! answer several requests (a page of keys read once for all who asked).
+//! order of its maps), so the bytes are the same; tests compare them. The verdict is
+//! written from its DTO; a key and a page of keys from the domain's keys themselves
+//! ([`DetailBody`], [`PageBody`]), without first copying each key's strings and
+//! timestamps into a DTO. The members' own values (enums, nullable fields) derive
+//! `Serialize` beside their documented names. A body is rendered when the response is
+//! made, so one rendering can answer several requests (a page of keys read once for
+//! all who asked).
 
 use std::marker::PhantomData;
 
@@ -21,7 +25,12 @@ use poem_openapi::types::Type;
 use poem_openapi::ApiResponse;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::dto::{KeyDetail, KeyList, KeySummary};
+use keyward_domain::{
+    KeyPage, KeyRecord, KeySource, ListedKey, ListedSource, StoredKey, Timestamp, TimestampText,
+};
+
+use crate::dto::{Algorithm, Status};
+use crate::types::Nullable;
 use crate::verify::VerifyResult;
 
 /// The content type `Json<T>` answers with.
@@ -132,57 +141,107 @@ fn present<M: SerializeMap, V: Serialize + ?Sized>(
     }
 }
 
-/// A key's members in alphabetical order, with a detail's `jwk` and `thumbprint`.
-fn key_members<M: SerializeMap>(
+/// A key's members in alphabetical order, with a detail's `jwk` and `thumbprint`,
+/// written from the domain's key itself: a page shared by several requests is not
+/// copied into a DTO per key first (each key's strings and timestamps).
+fn key_members<M: SerializeMap, S>(
     map: &mut M,
-    key: &KeySummary,
+    key: &KeyRecord<S>,
+    (algorithm, jwks_uri): (Option<Algorithm>, Option<&str>),
     jwk: Option<&serde_json::Value>,
     thumbprint: Option<&str>,
 ) -> Result<(), M::Error> {
-    map.serialize_entry("algorithm", &key.algorithm)?;
+    let date = |t: Option<Timestamp>| t.map(Timestamp::rfc3339);
+    map.serialize_entry("algorithm", &Nullable(algorithm))?;
     map.serialize_entry("createdBy", &key.created_by)?;
-    map.serialize_entry("createdDate", &key.created_date)?;
+    map.serialize_entry("createdDate", key.created_at.rfc3339().as_str())?;
     map.serialize_entry("id", &key.id)?;
     present(map, "jwk", jwk)?;
-    present(map, "jwksUri", key.jwks_uri.as_ref())?;
+    present(map, "jwksUri", jwks_uri)?;
     map.serialize_entry("keyId", &key.key_id)?;
     map.serialize_entry("keyName", &key.key_name)?;
-    present(map, "lastVerifiedDate", key.last_verified_date.as_ref())?;
-    present(map, "revokedBy", key.revoked_by.as_ref())?;
-    present(map, "revokedDate", key.revoked_date.as_ref())?;
-    map.serialize_entry("status", &key.status)?;
+    present(
+        map,
+        "lastVerifiedDate",
+        date(key.last_verified_at)
+            .as_ref()
+            .map(TimestampText::as_str),
+    )?;
+    present(map, "revokedBy", key.revoked_by.as_deref())?;
+    present(
+        map,
+        "revokedDate",
+        date(key.revoked_at).as_ref().map(TimestampText::as_str),
+    )?;
+    map.serialize_entry("status", &Status::from(key.status))?;
     present(map, "thumbprint", thumbprint)?;
     Ok(())
 }
 
-impl Serialize for KeySummary {
+/// A page of keys as [`crate::dto::KeyList`] documents it.
+pub struct PageBody<'a> {
+    pub page: &'a KeyPage,
+    pub limit: u32,
+    pub prev_id: u64,
+}
+
+/// A listed key as [`crate::dto::KeySummary`] documents it.
+struct Summary<'a>(&'a ListedKey);
+
+impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let source = match &self.0.source {
+            ListedSource::Inline(algorithm) => (Some(Algorithm::from(*algorithm)), None),
+            ListedSource::JwksUri(uri) => (None, Some(uri.as_str())),
+        };
         let mut map = serializer.serialize_map(None)?;
-        key_members(&mut map, self, None, None)?;
+        key_members(&mut map, self.0, source, None, None)?;
         map.end()
     }
 }
 
-impl Serialize for KeyDetail {
+impl Serialize for PageBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let keys = Summaries(&self.page.keys);
         let mut map = serializer.serialize_map(None)?;
-        key_members(
-            &mut map,
-            &self.summary,
-            self.jwk.as_ref().map(|jwk| &jwk.0),
-            self.thumbprint.as_deref(),
-        )?;
-        map.end()
-    }
-}
-
-impl Serialize for KeyList {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("keys", &self.keys)?;
+        map.serialize_entry("keys", &keys)?;
         map.serialize_entry("limit", &self.limit)?;
         map.serialize_entry("prevId", &self.prev_id)?;
-        map.serialize_entry("total", &self.total)?;
+        map.serialize_entry("total", &self.page.total)?;
+        map.end()
+    }
+}
+
+struct Summaries<'a>(&'a [ListedKey]);
+
+impl Serialize for Summaries<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(Summary))
+    }
+}
+
+/// A stored key as [`crate::dto::KeyDetail`] documents it: its metadata, and for an inline key its
+/// public JWK (as stored, rewritten as the document's JSON value would be) and its
+/// thumbprint.
+pub struct DetailBody<'a>(pub &'a StoredKey);
+
+impl Serialize for DetailBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let key = self.0;
+        let (source, jwk, thumbprint) = match &key.source {
+            KeySource::Inline {
+                algorithm,
+                jwk,
+                thumbprint,
+            } => (
+                (Some(Algorithm::from(*algorithm)), None),
+                serde_json::from_str::<serde_json::Value>(jwk).ok(),
+                Some(thumbprint.as_str()),
+            ),
+            KeySource::JwksUri(uri) => ((None, Some(uri.as_str())), None, None),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        key_members(&mut map, key, source, jwk.as_ref(), thumbprint)?;
         map.end()
     }
 }
@@ -202,10 +261,11 @@ impl Serialize for VerifyResult {
 
 #[cfg(test)]
 mod tests {
-    use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, ListedKey, StoredKey, Timestamp};
+    use keyward_domain::{AlgorithmFamily, KeyStatus};
     use poem_openapi::types::ToJSON;
 
     use super::*;
+    use crate::dto::{KeyDetail, KeyList, KeySummary};
 
     fn stored(key_id: &str, source: KeySource) -> StoredKey {
         StoredKey {
@@ -253,25 +313,38 @@ mod tests {
         serde_json::to_string(&value.to_json()).unwrap()
     }
 
+    /// `page` written straight from the domain's keys, and as the value tree of the
+    /// documented DTO.
+    fn page_both_ways(page: &KeyPage, limit: u32, prev_id: u64) -> (String, String) {
+        let direct = serde_json::to_string(&PageBody {
+            page,
+            limit,
+            prev_id,
+        })
+        .unwrap();
+        let documented = KeyList {
+            keys: page.keys.iter().map(KeySummary::from).collect(),
+            total: page.total,
+            limit,
+            prev_id,
+        };
+        (direct, tree(&documented))
+    }
+
     #[test]
     fn a_page_is_written_byte_for_byte_as_the_value_tree_would_be() {
-        let list = KeyList {
-            keys: keys()
-                .into_iter()
-                .map(|key| KeySummary::from(&ListedKey::from(key)))
-                .collect(),
+        let page = KeyPage {
+            keys: keys().into_iter().map(ListedKey::from).collect(),
             total: 3,
-            limit: 50,
-            prev_id: 0,
         };
-        assert_eq!(serde_json::to_string(&list).unwrap(), tree(&list));
-        let empty = KeyList {
+        let (direct, documented) = page_both_ways(&page, 50, 0);
+        assert_eq!(direct, documented);
+        let empty = KeyPage {
             keys: vec![],
             total: 0,
-            limit: 1,
-            prev_id: 7,
         };
-        assert_eq!(serde_json::to_string(&empty).unwrap(), tree(&empty));
+        let (direct, documented) = page_both_ways(&empty, 1, 7);
+        assert_eq!(direct, documented);
     }
 
     #[test]
@@ -323,8 +396,8 @@ mod tests {
     #[test]
     fn a_key_is_written_byte_for_byte_as_the_value_tree_would_be() {
         for key in keys() {
-            let detail = KeyDetail::from(key);
-            assert_eq!(serde_json::to_string(&detail).unwrap(), tree(&detail));
+            let direct = serde_json::to_string(&DetailBody(&key)).unwrap();
+            assert_eq!(direct, tree(&KeyDetail::from(key)));
         }
     }
 }

@@ -205,7 +205,8 @@ pub struct KeySummary {
     pub last_verified_date: Option<DateTime>,
 }
 
-/// Borrows the key: a page's keys may be shared by every request that asked for it.
+/// The documented summary of a key. Bodies are written from the domain's keys by
+/// `direct`, whose tests compare them with these DTOs' value trees.
 impl From<&ListedKey> for KeySummary {
     fn from(key: &ListedKey) -> Self {
         let (algorithm, jwks_uri) = match &key.source {
@@ -254,6 +255,7 @@ pub struct KeyDetail {
     pub thumbprint: Option<String>,
 }
 
+/// The documented detail of a key (see [`KeySummary`]'s `From`).
 impl From<StoredKey> for KeyDetail {
     fn from(mut key: StoredKey) -> Self {
         let (jwk, thumbprint) = match &mut key.source {

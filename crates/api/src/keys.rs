@@ -12,10 +12,8 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::auth::AdminAuth;
 use crate::body::JsonBody;
-use crate::direct::{render, Direct};
-use crate::dto::{
-    KeyDetail, KeyList, KeySummary, RegisterKeyRequest, RegisteredKey, Revoked, Status,
-};
+use crate::direct::{render, DetailBody, Direct, PageBody};
+use crate::dto::{KeyDetail, KeyList, RegisterKeyRequest, RegisteredKey, Revoked, Status};
 use crate::error::error_responses;
 use crate::state::{answered, blocking, AppState, RequestId};
 use crate::BASE_PATH;
@@ -225,7 +223,7 @@ impl KeysApi {
             || Err(DomainError::Unavailable("the key read was dropped".into())),
         )
         .await?;
-        Ok(GetResponse::Ok(Direct::new(&KeyDetail::from(key))))
+        Ok(GetResponse::Ok(Direct::rendered(render(&DetailBody(&key)))))
     }
 
     /// Revoke a webhook signing key
@@ -276,9 +274,8 @@ impl LastPage {
                 return Some(body.clone());
             }
         }
-        let body = render(&KeyList {
-            keys: listed.page.keys.iter().map(KeySummary::from).collect(),
-            total: listed.page.total,
+        let body = render(&PageBody {
+            page: &listed.page,
             limit: listed.limit,
             prev_id: listed.offset,
         })?;

@@ -27,7 +27,7 @@ pub use jwk::{AlgorithmFamily, Curve, PublicJwk, Thumbprint};
 pub use jwks_uri::{InsecureHosts, JwksUri};
 pub use model::{
     AuditAction, AuditContext, AuditEvent, Clock, KeyPage, KeyRecord, KeySource, KeyStatus,
-    ListedKey, ListedSource, NewKey, StoredKey, Timestamp,
+    ListedKey, ListedSource, NewKey, StoredKey, Timestamp, TimestampText,
 };
 pub use register::{KeyMaterial, RegisterKey};
 pub use service::{

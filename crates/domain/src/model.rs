@@ -28,16 +28,22 @@ impl Timestamp {
     }
 
     /// RFC 3339, UTC, with exactly three fractional digits: `2026-01-12T10:30:00.000Z`.
-    ///
-    /// Written digit by digit: a page of keys formats dozens of these, and the
-    /// formatting machinery cost more than the rest of a page's conversion.
     pub fn to_rfc3339(self) -> String {
+        self.rfc3339().as_str().to_owned()
+    }
+
+    /// [`Self::to_rfc3339`] without an allocation (for the years 0 to 9999): a page of
+    /// keys writes dozens of these straight into its body.
+    ///
+    /// Written digit by digit: the formatting machinery cost more than the rest of a
+    /// page's conversion.
+    pub fn rfc3339(self) -> TimestampText {
         let secs = self.0.div_euclid(1000);
         let millis = self.0.rem_euclid(1000);
         let date = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let Ok(year) = u16::try_from(date.year()) else {
             // Before year 0: outside RFC 3339, written as the formatter writes it.
-            return formatted(date, millis);
+            return TimestampText(Written::Formatted(formatted(date, millis)));
         };
         let mut out = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -54,7 +60,7 @@ impl Timestamp {
         put(14, 2, u32::from(date.minute()));
         put(17, 2, u32::from(date.second()));
         put(20, 3, millis.unsigned_abs() as u32);
-        out.iter().map(|b| char::from(*b)).collect()
+        TimestampText(Written::Digits(out))
     }
 
     /// Parses any RFC 3339 date-time (any offset).
@@ -82,7 +88,29 @@ fn formatted(date: OffsetDateTime, millis: i64) -> String {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        f.write_str(self.rfc3339().as_str())
+    }
+}
+
+/// A [`Timestamp`] written as RFC 3339 ([`Timestamp::rfc3339`]).
+#[derive(Debug, Clone)]
+pub struct TimestampText(Written);
+
+#[derive(Debug, Clone)]
+enum Written {
+    /// ASCII digits and separators, every byte written by [`Timestamp::rfc3339`].
+    Digits([u8; 24]),
+    /// A year outside 0 to 9999.
+    Formatted(String),
+}
+
+impl TimestampText {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Always ASCII; the empty fallback is never taken.
+            Written::Digits(digits) => std::str::from_utf8(digits).unwrap_or_default(),
+            Written::Formatted(text) => text,
+        }
     }
 }
 
@@ -281,7 +309,16 @@ mod tests {
             formatted(date, t.0.rem_euclid(1000))
         };
         let mut millis: i64 = 1;
-        let mut samples = vec![0, -1, 999, 1000, 253_402_300_799_999, -62_167_219_200_000];
+        let mut samples = vec![
+            0,
+            -1,
+            999,
+            1000,
+            253_402_300_799_999,
+            -62_167_219_200_000,
+            // Before year 0, written by the formatter.
+            -62_167_219_200_001,
+        ];
         for _ in 0..2000 {
             // A spread of instants from 1970 to 9999, and their mirror before 1970.
             millis = (millis
