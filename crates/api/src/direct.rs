@@ -142,8 +142,8 @@ fn present<M: SerializeMap, V: Serialize + ?Sized>(
 }
 
 /// A key's members in alphabetical order, with a detail's `jwk` and `thumbprint`,
-/// written from the domain's key itself: a page shared by several requests is not
-/// copied into a DTO per key first (each key's strings and timestamps).
+/// written from the domain's key itself, without a DTO copy of its strings and
+/// timestamps.
 fn key_members<M: SerializeMap, S>(
     map: &mut M,
     key: &KeyRecord<S>,
@@ -220,9 +220,9 @@ impl Serialize for Summaries<'_> {
     }
 }
 
-/// A stored key as [`crate::dto::KeyDetail`] documents it: its metadata, and for an inline key its
-/// public JWK (as stored, rewritten as the document's JSON value would be) and its
-/// thumbprint.
+/// A stored key as [`crate::dto::KeyDetail`] documents it: its metadata, and for an
+/// inline key its public JWK (the stored text, written as the document's JSON value
+/// would be) and its thumbprint.
 pub struct DetailBody<'a>(pub &'a StoredKey);
 
 impl Serialize for DetailBody<'_> {
