@@ -26,7 +26,7 @@ use poem_openapi::ApiResponse;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use keyward_domain::{
-    KeyPage, KeyRecord, KeySource, ListedKey, ListedSource, StoredKey, Timestamp, TimestampText,
+    KeyPage, KeyRecord, KeySource, ListedKey, StoredKey, Timestamp, TimestampText,
 };
 
 use crate::dto::{Algorithm, Status};
@@ -190,12 +190,10 @@ struct Summary<'a>(&'a ListedKey);
 
 impl Serialize for Summary<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let source = match &self.0.source {
-            ListedSource::Inline(algorithm) => (Some(Algorithm::from(*algorithm)), None),
-            ListedSource::JwksUri(uri) => (None, Some(uri.as_str())),
-        };
+        let key = self.0;
+        let source = (key.algorithm().map(Algorithm::from), key.jwks_uri());
         let mut map = serializer.serialize_map(None)?;
-        key_members(&mut map, self.0, source, None, None)?;
+        key_members(&mut map, key, source, None, None)?;
         map.end()
     }
 }
@@ -228,17 +226,15 @@ pub struct DetailBody<'a>(pub &'a StoredKey);
 impl Serialize for DetailBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let key = self.0;
-        let (source, jwk, thumbprint) = match &key.source {
+        let source = (key.algorithm().map(Algorithm::from), key.jwks_uri());
+        let (jwk, thumbprint) = match &key.source {
             KeySource::Inline {
-                algorithm,
-                jwk,
-                thumbprint,
+                jwk, thumbprint, ..
             } => (
-                (Some(Algorithm::from(*algorithm)), None),
                 serde_json::from_str::<serde_json::Value>(jwk).ok(),
                 Some(thumbprint.as_str()),
             ),
-            KeySource::JwksUri(uri) => ((None, Some(uri.as_str())), None, None),
+            KeySource::JwksUri(_) => (None, None),
         };
         let mut map = serializer.serialize_map(None)?;
         key_members(&mut map, key, source, jwk.as_ref(), thumbprint)?;

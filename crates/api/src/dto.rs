@@ -1,6 +1,6 @@
 //! The request and response bodies of the key operations, as documented.
 
-use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, ListedKey, ListedSource, StoredKey};
+use keyward_domain::{AlgorithmFamily, KeySource, KeyStatus, ListedKey, StoredKey};
 use poem_openapi::types::Any;
 use poem_openapi::{Enum, Object};
 use serde::Serialize;
@@ -209,19 +209,15 @@ pub struct KeySummary {
 /// `direct`, whose tests compare them with these DTOs' value trees.
 impl From<&ListedKey> for KeySummary {
     fn from(key: &ListedKey) -> Self {
-        let (algorithm, jwks_uri) = match &key.source {
-            ListedSource::Inline(algorithm) => (Some(Algorithm::from(*algorithm)), None),
-            ListedSource::JwksUri(uri) => (None, Some(uri.clone())),
-        };
         Self {
             id: key.id,
             key_id: key.key_id.clone(),
             key_name: key.key_name.clone(),
-            algorithm: Nullable(algorithm),
+            algorithm: Nullable(key.algorithm().map(Algorithm::from)),
             status: key.status.into(),
             created_date: key.created_at.into(),
             created_by: key.created_by.clone(),
-            jwks_uri,
+            jwks_uri: key.jwks_uri().map(str::to_owned),
             revoked_date: key.revoked_at.map(DateTime::from),
             revoked_by: key.revoked_by.clone(),
             last_verified_date: key.last_verified_at.map(DateTime::from),

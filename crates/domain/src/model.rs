@@ -231,6 +231,22 @@ impl StoredKey {
     }
 }
 
+impl ListedKey {
+    pub fn algorithm(&self) -> Option<AlgorithmFamily> {
+        match &self.source {
+            ListedSource::Inline(algorithm) => Some(*algorithm),
+            ListedSource::JwksUri(_) => None,
+        }
+    }
+
+    pub fn jwks_uri(&self) -> Option<&str> {
+        match &self.source {
+            ListedSource::JwksUri(uri) => Some(uri),
+            ListedSource::Inline(_) => None,
+        }
+    }
+}
+
 /// How a listed key was registered: inline (its algorithm family) or by jwksUri.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListedSource {
