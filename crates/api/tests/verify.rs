@@ -134,4 +134,34 @@ on_both_backends! {
         }
         assert_eq!(valid, 1);
     }
+
+    concurrent_verifications_each_get_their_own_verdict(db) {
+        // Signatures of verifications in flight together are checked together; a bad
+        // one among them fails alone.
+        let h = std::sync::Arc::new(Harness::new(db));
+        assert_eq!(h.register("acme", &inline(ed25519_jwk(9), "k9")).await.status, StatusCode::CREATED);
+        assert_eq!(h.register("acme", &inline(ed25519_jwk(10), "k10")).await.status, StatusCode::CREATED);
+        let mut tasks = Vec::new();
+        for i in 0..48u8 {
+            let (seed, kid) = if i % 2 == 0 { (9, "k9") } else { (10, "k10") };
+            let eval = format!("together-{i}");
+            let (signed_by, signed_for, expected) = match i % 3 {
+                0 => (seed, eval.clone(), None),
+                1 => (11, eval.clone(), Some("BAD_SIGNATURE")),
+                _ => (seed, format!("{eval}-other"), Some("EVALUATION_ID_MISMATCH")),
+            };
+            let t = token(signed_by, kid, &signed_for, 200);
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                (kid, eval.clone(), expected, verify(&h, "acme", &t, &eval).await.body)
+            }));
+        }
+        for task in tasks {
+            let (kid, eval, expected, body) = task.await.expect("task");
+            match expected {
+                None => assert_eq!(body, json!({"valid": true, "keyId": kid, "statusCode": 200, "approved": true}), "{eval}"),
+                Some(reason) => assert_eq!((body["valid"].clone(), body["reason"].clone()), (json!(false), json!(reason)), "{eval}"),
+            }
+        }
+    }
 }

@@ -32,7 +32,8 @@ pub use model::{
 pub use register::{KeyMaterial, RegisterKey};
 pub use service::{
     AdminService, CheckedToken, KeyAnswer, KeyService, KeyToLoad, Listed, PageAnswer,
-    PendingVerification, Policy, Verification, VerifyStep, AUTH_EPOCH_POLL_MILLIS,
-    GRANT_CACHE_MILLIS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REPLAY_RETENTION_SECONDS,
+    PendingVerification, Policy, SignatureCheck, SignatureDone, Verification, VerifyStep,
+    AUTH_EPOCH_POLL_MILLIS, GRANT_CACHE_MILLIS, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    REPLAY_RETENTION_SECONDS,
 };
 pub use verify::Rejection;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::auth::{
     token_id, token_id_from_reference, EnterpriseAdmin, IssuedToken, Role, TokenGrant,
 };
-use crate::crypto::VerifyingKey;
+use crate::crypto::{self, VerifyingKey};
 use crate::ids::{Email, EnterpriseId, KeyId};
 use crate::jwk::{Curve, PublicJwk};
 use crate::jwks_uri::InsecureHosts;
@@ -254,7 +254,50 @@ pub enum VerifyStep {
     /// The token names a key that is not in memory: read it with
     /// [`KeyService::fetch_key`], hand it to [`KeyService::learn_key`], then start again.
     Load(KeyToLoad),
+    /// The token's Ed25519 signature is left to check, possibly beside others': hand it
+    /// to [`KeyService::queue_signature`] (then [`KeyService::check_queued_signatures`]),
+    /// or check it alone with [`KeyService::signature_checked`].
+    Signature(SignatureCheck),
 }
+
+/// A token whose header, key and algorithm are good, with its signature, then its
+/// claims, still to check.
+pub struct SignatureCheck {
+    key: Arc<ParsedKey>,
+    token: verify::SignedToken,
+    key_id: String,
+    enterprise: EnterpriseId,
+    evaluation_id: String,
+}
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignatureCheck")
+            .field("key_id", &self.key_id)
+            .field("enterprise", &self.enterprise)
+            .field("evaluation_id", &self.evaluation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignatureCheck {
+    fn to_check(&self) -> crypto::SignatureToCheck<'_> {
+        crypto::SignatureToCheck {
+            key: &self.key.key,
+            message: self.token.signing_input(),
+            signature: self.token.signature(),
+        }
+    }
+}
+
+/// Called once with the step that follows a queued signature's check.
+pub type SignatureDone = Box<dyn FnOnce(VerifyStep) + Send>;
+
+/// The most signatures checked in one batch: past a few dozen a batch is no cheaper per
+/// signature, and the rest are left to the next caller of
+/// [`KeyService::check_queued_signatures`], on whichever thread, so that one thread does
+/// not check them all while another has nothing to do.
+const MAX_SIGNATURE_BATCH: usize = 32;
 
 /// Called once with the key [`KeyService::fetch`] read.
 pub type KeyAnswer = Box<dyn FnOnce(Result<StoredKey, DomainError>) + Send>;
@@ -338,6 +381,8 @@ pub struct KeyService {
     jwks: Arc<dyn JwksSource>,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    /// Signatures waiting to be checked together (see [`Self::queue_signature`]).
+    signatures: Mutex<Vec<(SignatureCheck, SignatureDone)>>,
 }
 
 impl KeyService {
@@ -355,6 +400,7 @@ impl KeyService {
             jwks: Arc::new(NoJwksSource),
             clock,
             policy,
+            signatures: Mutex::new(Vec::new()),
         }
     }
 
@@ -566,7 +612,7 @@ impl KeyService {
             Ok(checked) => checked,
             Err(rejection) => return Ok(Verification::Invalid(rejection)),
         };
-        let pending = self.pending(admin, checked, evaluation_id);
+        let pending = self.pending(&admin.enterprise, checked, evaluation_id);
         let r = &pending.record;
         let outcome = self.verifications.record_verification(
             &r.enterprise,
@@ -581,7 +627,10 @@ impl KeyService {
     /// The first part of verifying a raw verify body, done only from memory:
     /// [`VerifyStep::Load`] when the key must first be read from the store, `None` when
     /// the key's JWKS must be consulted (which may block: use [`Self::verify_body_step`]).
-    /// A good token comes back as a [`PendingVerification`] to [`Self::submit`].
+    /// A good token comes back as a [`PendingVerification`] to [`Self::submit`]; one
+    /// signed with an Ed25519 key as a [`VerifyStep::Signature`], whose signature is left
+    /// to check, so that the signatures of verifications in flight together can be
+    /// checked in one batch.
     pub fn verify_body_cached(
         &self,
         admin: &EnterpriseAdmin,
@@ -602,14 +651,83 @@ impl KeyService {
             // Fetching a JWKS may block: not for an event loop.
             return Ok(None);
         }
+        if let ActiveSource::Inline(key) = &active.source {
+            if key.curve == Curve::Ed25519 {
+                if let Err(rejection) = parsed.check_algorithm(key.curve) {
+                    return Ok(Some(VerifyStep::Done(Verification::Invalid(rejection))));
+                }
+                return Ok(Some(VerifyStep::Signature(SignatureCheck {
+                    key: key.clone(),
+                    token: parsed.into_signed(),
+                    key_id: active.key_id.clone(),
+                    enterprise: admin.enterprise.clone(),
+                    evaluation_id: request.evaluation_id,
+                })));
+            }
+        }
         Ok(Some(
             match self.check_parsed(&parsed, &active, &request.evaluation_id)? {
-                Ok(checked) => {
-                    VerifyStep::Record(self.pending(admin, checked, &request.evaluation_id))
-                }
+                Ok(checked) => VerifyStep::Record(self.pending(
+                    &admin.enterprise,
+                    checked,
+                    &request.evaluation_id,
+                )),
                 Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
             },
         ))
+    }
+
+    /// The step after a [`VerifyStep::Signature`] whose signature was found `good` or
+    /// not: the claims' verdict, or the replay record to write.
+    pub fn signature_checked(&self, check: SignatureCheck, good: bool) -> VerifyStep {
+        if !good {
+            return VerifyStep::Done(Verification::Invalid(Rejection::BadSignature));
+        }
+        let now = self.clock.now();
+        match check
+            .token
+            .check_claims(&check.evaluation_id, now, self.policy.clock_skew_seconds)
+        {
+            Ok(answer) => {
+                let checked = CheckedToken {
+                    key_id: check.key_id,
+                    status_code: answer.status_code,
+                };
+                VerifyStep::Record(self.pending(&check.enterprise, checked, &check.evaluation_id))
+            }
+            Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
+        }
+    }
+
+    /// Queues a signature to check with the others queued; `done` gets the next step once
+    /// someone calls [`Self::check_queued_signatures`].
+    pub fn queue_signature(&self, check: SignatureCheck, done: SignatureDone) {
+        lock(&self.signatures).push((check, done));
+    }
+
+    /// Checks the queued signatures together (up to [`MAX_SIGNATURE_BATCH`]; see
+    /// [`crypto::verify_all`]), on the calling thread, and hands each its next step.
+    /// Returns how many it checked: none when the queue is empty, as it is when another
+    /// thread took them.
+    pub fn check_queued_signatures(&self) -> usize {
+        let batch: Vec<(SignatureCheck, SignatureDone)> = {
+            let mut queue = lock(&self.signatures);
+            let oldest = queue.len().min(MAX_SIGNATURE_BATCH);
+            queue.drain(..oldest).collect()
+        };
+        if batch.is_empty() {
+            return 0;
+        }
+        let verdicts = {
+            let checks: Vec<crypto::SignatureToCheck<'_>> =
+                batch.iter().map(|(check, _)| check.to_check()).collect();
+            crypto::verify_all(&checks)
+        };
+        let n = batch.len();
+        for ((check, done), good) in batch.into_iter().zip(verdicts) {
+            done(self.signature_checked(check, good));
+        }
+        n
     }
 
     /// Reads the key a [`VerifyStep::Load`] names; `done` gets it, for
@@ -641,9 +759,11 @@ impl KeyService {
         let request = verify::VerifyRequest::from_body(body)?;
         Ok(
             match self.check(admin, &request.token, &request.evaluation_id)? {
-                Ok(checked) => {
-                    VerifyStep::Record(self.pending(admin, checked, &request.evaluation_id))
-                }
+                Ok(checked) => VerifyStep::Record(self.pending(
+                    &admin.enterprise,
+                    checked,
+                    &request.evaluation_id,
+                )),
                 Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
             },
         )
@@ -678,14 +798,14 @@ impl KeyService {
 
     fn pending(
         &self,
-        admin: &EnterpriseAdmin,
+        enterprise: &EnterpriseId,
         checked: CheckedToken,
         evaluation_id: &str,
     ) -> PendingVerification {
         let now = self.clock.now();
         PendingVerification {
             record: ReplayRecord {
-                enterprise: admin.enterprise.clone(),
+                enterprise: enterprise.clone(),
                 evaluation_id: evaluation_id.to_owned(),
                 key_id: checked.key_id.clone(),
                 at: now,

@@ -257,20 +257,26 @@ pub struct Answer {
 impl ParsedToken<'_> {
     /// Checks the algorithm fits the key's curve, then the signature.
     pub fn verify_signature(&self, curve: Curve, key: &VerifyingKey) -> Result<(), Rejection> {
-        if !curve.jws_algs().contains(&self.alg) {
-            return Err(Rejection::AlgorithmNotAllowed(format!(
-                "the key '{}' is a {} key, which signs with {}, not {}",
-                self.kid,
-                curve.crv(),
-                curve.jws_algs().join(" or "),
-                self.alg
-            )));
-        }
+        self.check_algorithm(curve)?;
         if key.verify(self.signing_input.as_bytes(), &self.signature) {
             Ok(())
         } else {
             Err(Rejection::BadSignature)
         }
+    }
+
+    /// Checks the algorithm fits the key's curve.
+    pub fn check_algorithm(&self, curve: Curve) -> Result<(), Rejection> {
+        if curve.jws_algs().contains(&self.alg) {
+            return Ok(());
+        }
+        Err(Rejection::AlgorithmNotAllowed(format!(
+            "the key '{}' is a {} key, which signs with {}, not {}",
+            self.kid,
+            curve.crv(),
+            curve.jws_algs().join(" or "),
+            self.alg
+        )))
     }
 
     /// Checks the claims against the evaluation asked about and the clock.
@@ -280,20 +286,72 @@ impl ParsedToken<'_> {
         now: Timestamp,
         skew_seconds: i64,
     ) -> Result<Answer, Rejection> {
-        match &self.claims.evaluation_id {
+        self.claims.check(evaluation_id, now, skew_seconds)
+    }
+
+    /// The token without the text it was parsed from, for its signature to be checked
+    /// later (see [`SignedToken`]).
+    pub(crate) fn into_signed(self) -> SignedToken {
+        SignedToken {
+            signing_input: self.signing_input.to_owned(),
+            signature: self.signature,
+            claims: self.claims,
+        }
+    }
+}
+
+/// A token parsed and its header checked, holding what it signs: what is left to check
+/// is the signature (by whoever holds it) and then the claims.
+#[derive(Debug)]
+pub(crate) struct SignedToken {
+    /// The header and payload as sent.
+    signing_input: String,
+    signature: Vec<u8>,
+    claims: Claims,
+}
+
+impl SignedToken {
+    pub(crate) fn signing_input(&self) -> &[u8] {
+        self.signing_input.as_bytes()
+    }
+
+    pub(crate) fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// [`ParsedToken::check_claims`].
+    pub(crate) fn check_claims(
+        &self,
+        evaluation_id: &str,
+        now: Timestamp,
+        skew_seconds: i64,
+    ) -> Result<Answer, Rejection> {
+        self.claims.check(evaluation_id, now, skew_seconds)
+    }
+}
+
+impl Claims {
+    /// Checks the claims against the evaluation asked about and the clock.
+    fn check(
+        &self,
+        evaluation_id: &str,
+        now: Timestamp,
+        skew_seconds: i64,
+    ) -> Result<Answer, Rejection> {
+        match &self.evaluation_id {
             Claim::Missing => return Err(Rejection::MissingClaim("evaluationId")),
             Claim::Present(id) if id == evaluation_id => {}
             Claim::Present(_) => return Err(Rejection::EvaluationIdMismatch),
             Claim::WrongType => return Err(Rejection::InvalidClaim("evaluationId")),
         }
-        let status_code = match &self.claims.status_code {
+        let status_code = match &self.status_code {
             Claim::Missing => return Err(Rejection::MissingClaim("statusCode")),
             Claim::Present(n) => n.as_i64().ok_or(Rejection::InvalidClaim("statusCode"))?,
             Claim::WrongType => return Err(Rejection::InvalidClaim("statusCode")),
         };
-        let iat = numeric_date(&self.claims.iat, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
-        let exp = numeric_date(&self.claims.exp, "exp")?;
-        let nbf = numeric_date(&self.claims.nbf, "nbf")?;
+        let iat = numeric_date(&self.iat, "iat")?.ok_or(Rejection::MissingClaim("iat"))?;
+        let exp = numeric_date(&self.exp, "exp")?;
+        let nbf = numeric_date(&self.nbf, "nbf")?;
         let earliest = now.plus_seconds(-skew_seconds);
         let latest = now.plus_seconds(skew_seconds);
         if iat > latest {

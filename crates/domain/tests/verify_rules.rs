@@ -995,6 +995,15 @@ fn verify_in_steps(
             None => panic!("only keys by jwksUri need a blocking step"),
         }
     };
+    let step = match step {
+        VerifyStep::Signature(check) => {
+            let (done, next) = std::sync::mpsc::channel();
+            service.queue_signature(check, Box::new(move |step| done.send(step).expect("send")));
+            assert_eq!(service.check_queued_signatures(), 1);
+            next.recv().expect("answered")
+        }
+        step => step,
+    };
     let verification = match step {
         VerifyStep::Done(verification) => verification,
         VerifyStep::Record(pending) => {
@@ -1004,7 +1013,7 @@ fn verify_in_steps(
                 .finish(pending, outcome.recv().expect("answered"))
                 .expect("no storage error")
         }
-        VerifyStep::Load(_) => unreachable!(),
+        VerifyStep::Load(_) | VerifyStep::Signature(_) => unreachable!(),
     };
     match verification {
         Verification::Valid {
@@ -1096,4 +1105,171 @@ fn oversized_and_misshapen_tokens_are_cheap_refusals() {
             &token[..token.len().min(40)]
         );
     }
+}
+
+/// Ed25519 signatures queued together (as the event loop queues those of verifications
+/// in flight at once) answer as each would alone, good and bad mixed in one batch: a
+/// flipped bit, a small-order R, another key's signature, a token for another
+/// evaluation, an expired one, and a second good answer to the same evaluation.
+#[test]
+fn signatures_checked_together_answer_as_each_alone() {
+    use curve25519_dalek::scalar::Scalar;
+    use keyward_domain::VerifyStep;
+    use sha2::{Digest as _, Sha512};
+
+    let world = World::new();
+    let (a, jwk_a) = ed_key(31);
+    let (b, jwk_b) = ed_key(32);
+    world.add("a", &jwk_a, KeyStatus::Active);
+    world.add("b", &jwk_b, KeyStatus::Active);
+    let header = |kid: &str| json!({"alg": "EdDSA", "kid": kid});
+    // Learn both keys, as a first verification of each does.
+    for (key, kid) in [(&a, "a"), (&b, "b")] {
+        let token = ed_token(key, &header(kid), &claims(&format!("warm-{kid}"), 200));
+        assert!(verify_in_steps(&world, &token, &format!("warm-{kid}")).is_ok());
+    }
+    let mut flipped = ed_token(&a, &header("a"), &claims("e3", 200));
+    let last = flipped.pop().expect("a character");
+    flipped.push(if last == 'A' { 'B' } else { 'A' });
+    // R = the identity and S = k·a: the plain equation holds (see
+    // `ed25519_signatures_are_checked_strictly`).
+    let small_r = {
+        let input = signing_input(&header("a"), &claims("e7", 200));
+        let mut r = [0u8; 32];
+        r[0] = 1;
+        let mut hash = Sha512::new();
+        hash.update(r);
+        hash.update(a.verifying_key().to_bytes());
+        hash.update(input.as_bytes());
+        let k = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice((k * a.to_scalar()).as_bytes());
+        format!("{input}.{}", b64(&signature))
+    };
+    let expired = json!({"evaluationId": "e6", "statusCode": 200, "iat": NOW - 3600});
+    type Verdict = Result<(String, i64), String>;
+    let cases: Vec<(String, &str, Verdict)> = vec![
+        (
+            ed_token(&a, &header("a"), &claims("e1", 200)),
+            "e1",
+            Ok(("a".into(), 200)),
+        ),
+        (
+            ed_token(&b, &header("b"), &claims("e2", 201)),
+            "e2",
+            Ok(("b".into(), 201)),
+        ),
+        (flipped, "e3", Err("BAD_SIGNATURE".into())),
+        (
+            ed_token(&a, &header("a"), &claims("e4", 200)),
+            "e5",
+            Err("EVALUATION_ID_MISMATCH".into()),
+        ),
+        (
+            ed_token(&a, &header("a"), &expired),
+            "e6",
+            Err("TOKEN_EXPIRED".into()),
+        ),
+        (small_r, "e7", Err("BAD_SIGNATURE".into())),
+        (
+            ed_token(&b, &header("a"), &claims("e8", 200)),
+            "e8",
+            Err("BAD_SIGNATURE".into()),
+        ),
+        (
+            ed_token(&a, &header("a"), &claims("e1", 404)),
+            "e1",
+            Err("REPLAYED".into()),
+        ),
+        (
+            ed_token(&b, &header("b"), &claims("e9", 200)),
+            "e9",
+            Ok(("b".into(), 200)),
+        ),
+    ];
+    let service = &world.service;
+    let (done, next) = std::sync::mpsc::channel();
+    for (i, (token, asked_for, _)) in cases.iter().enumerate() {
+        let body = json!({"token": token, "evaluationId": asked_for}).to_string();
+        match service.verify_body_cached(&world.admin, body.as_bytes()) {
+            Ok(Some(VerifyStep::Signature(check))) => {
+                let done = done.clone();
+                service.queue_signature(
+                    check,
+                    Box::new(move |step| done.send((i, step)).expect("send")),
+                );
+            }
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
+    assert_eq!(service.check_queued_signatures(), cases.len());
+    assert_eq!(service.check_queued_signatures(), 0, "none left");
+    let mut steps: Vec<(usize, VerifyStep)> = next.try_iter().collect();
+    steps.sort_by_key(|(i, _)| *i);
+    assert_eq!(steps.len(), cases.len());
+    for ((i, step), (_, _, expected)) in steps.into_iter().zip(&cases) {
+        let verification = match step {
+            VerifyStep::Done(verification) => verification,
+            VerifyStep::Record(pending) => {
+                let (done, outcome) = std::sync::mpsc::channel();
+                service.submit(&pending, Box::new(move |r| done.send(r).expect("send")));
+                service
+                    .finish(pending, outcome.recv().expect("answered"))
+                    .expect("no storage error")
+            }
+            other => panic!("case {i}: {other:?}"),
+        };
+        let verdict = match verification {
+            Verification::Valid {
+                key_id,
+                status_code,
+            } => Ok((key_id, status_code)),
+            Verification::Invalid(rejection) => Err(rejection.code().to_owned()),
+        };
+        assert_eq!(&verdict, expected, "case {i}");
+    }
+}
+
+/// A batch takes the oldest queued signatures, a bounded number at a time; the rest
+/// wait for the next check, on whichever thread.
+#[test]
+fn queued_signatures_are_checked_oldest_first_a_bounded_batch_at_a_time() {
+    use keyward_domain::VerifyStep;
+    let (world, key) = ed_world();
+    let warm = ed_token(
+        &key,
+        &json!({"alg": "EdDSA", "kid": "k1"}),
+        &claims("warm", 200),
+    );
+    assert!(verify_in_steps(&world, &warm, "warm").is_ok());
+    let service = &world.service;
+    let (done, next) = std::sync::mpsc::channel();
+    for i in 0..40 {
+        let eval = format!("q{i}");
+        let token = ed_token(
+            &key,
+            &json!({"alg": "EdDSA", "kid": "k1"}),
+            &claims(&eval, 200),
+        );
+        let body = json!({"token": token, "evaluationId": eval}).to_string();
+        let Ok(Some(VerifyStep::Signature(check))) =
+            service.verify_body_cached(&world.admin, body.as_bytes())
+        else {
+            panic!("a signature to check");
+        };
+        let done = done.clone();
+        service.queue_signature(
+            check,
+            Box::new(move |step| done.send((i, step)).expect("send")),
+        );
+    }
+    assert_eq!(service.check_queued_signatures(), 32);
+    let first: Vec<usize> = next.try_iter().map(|(i, _)| i).collect();
+    assert_eq!(first, (0..32).collect::<Vec<_>>());
+    assert_eq!(service.check_queued_signatures(), 8);
+    assert!(next
+        .try_iter()
+        .all(|(i, step)| i >= 32 && matches!(step, VerifyStep::Record(_))));
+    assert_eq!(service.check_queued_signatures(), 0);
 }
