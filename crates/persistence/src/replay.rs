@@ -34,16 +34,6 @@ use crate::schema::webhook_keys;
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 512;
-/// SQLite, under load (see [`Writer::under_load`]): how long the writer lets a batch
-/// gather before committing it. A commit costs far more than a record there, so a
-/// slightly fuller batch buys throughput for a fraction of a commit's latency. A lone
-/// record on an idle service is committed at once. On PostgreSQL the writer commits
-/// what is waiting at once: it waits for each batch's statement and commit (a round
-/// trip and a flush), during which the next batch gathers anyway, and a sleep on top
-/// only lengthened every record's wait while the cores idled (see docs/performance.md).
-const GATHER: Duration = Duration::from_micros(200);
-/// SQLite: a batch of more than one record that ended this recently means load.
-const LOAD_MEMORY: Duration = Duration::from_millis(5);
 /// SQLite: how long the writer waits at most for a log sync in flight before
 /// committing (see [`crate::durable::WalSync::wait_while_syncing`]).
 const SYNC_WAIT: Duration = Duration::from_millis(20);
@@ -104,10 +94,7 @@ impl ReplayWriter {
             let acks = start_acker();
             let spawned = std::thread::Builder::new()
                 .name("keyward-replay-writer".into())
-                .spawn(move || {
-                    precise_sleeps();
-                    Writer::new(pool, gate, acks).run(&queue)
-                });
+                .spawn(move || Writer::new(pool, gate, acks).run(&queue));
             if let Err(err) = spawned {
                 // Without any thread every record fails with "unavailable" below.
                 tracing::error!(error = %err, "cannot start a replay record writer");
@@ -142,19 +129,6 @@ impl ReplayWriter {
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the replay record writer stopped".into())
-}
-
-/// Lets this thread's sleeps end when asked. Linux lets a sleep run up to the thread's
-/// timer slack longer (50 µs by default) to wake several timers at once: a quarter on
-/// top of the [`GATHER`] window, during which every record of the batch waits and, at a
-/// bounded number of requests in flight, the cores idle. Five alternating pairs of quick
-/// runs: HTTP verify 0.49–0.55 of the raw rate with 1 ns of slack against 0.46–0.51
-/// with the default.
-fn precise_sleeps() {
-    #[cfg(target_os = "linux")]
-    if let Err(err) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1)) {
-        tracing::debug!(error = %err, "cannot shorten the replay writer's timer slack");
-    }
 }
 
 /// A committed batch waiting for its log sync before its callers are answered.
@@ -207,10 +181,6 @@ struct Writer {
     gate: Arc<WriteGate>,
     acks: Option<mpsc::Sender<Ack>>,
     stamped: HashMap<(String, String), Instant>,
-    /// The last batch went to PostgreSQL (no [`GATHER`] window there).
-    postgres: bool,
-    /// When the last batch of more than one record was taken.
-    last_shared: Option<Instant>,
 }
 
 impl Writer {
@@ -220,47 +190,24 @@ impl Writer {
             gate,
             acks,
             stamped: HashMap::new(),
-            postgres: false,
-            last_shared: None,
         }
     }
 
-    /// Whether a batch of `waiting` records should gather more: when more than one is
-    /// waiting, or when one is and the last batch, moments ago, had company. Without the
-    /// second rule, under load the writer often woke for a single arrival, committed it
-    /// almost alone (only what came in while the last sync finished) and fell into a
-    /// pattern of half-size batches and twice the commits, each with its share of CPU
-    /// and the sync's: in five alternating pairs of quick runs, batches of 4–9 records
-    /// and HTTP verify at 0.43–0.54 of the raw rate, against 9–13 records and 0.51–0.59
-    /// with it. A record on an idle service still commits at once.
-    fn under_load(&self, waiting: usize) -> bool {
-        waiting > 1
-            || self
-                .last_shared
-                .is_some_and(|at| at.elapsed() < LOAD_MEMORY)
-    }
-
-    /// Takes the records waiting now (and on SQLite, under load, those arriving within
-    /// [`GATHER`], and those arriving while a log sync is in flight); `None` once every
-    /// handle is gone.
+    /// Takes the records waiting now, and on SQLite those that arrive while the last
+    /// batch's log sync is in flight (a commit made during it would wait for the next
+    /// sync anyway); `None` once every handle is gone. The batch grows with the load,
+    /// with no window of its own: a commit, then its sync, take long enough for the next
+    /// batch to gather. A window on top (SQLite's writer used to sleep 200 µs first)
+    /// lengthened every record's wait; at a bounded number of requests in flight the
+    /// cores then idled (see docs/performance.md).
     fn gather(&mut self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
         let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
         let first = queue.recv().ok()?;
         let mut batch = vec![first];
         take_waiting(&queue, &mut batch);
-        if !self.postgres && self.under_load(batch.len()) && batch.len() < MAX_BATCH {
-            // Asleep rather than waiting on the queue: a waiting receiver makes every
-            // verification's send a wake-up (a system call on the event loop and a
-            // context switch here), a sleeping one none.
-            std::thread::sleep(GATHER);
-            take_waiting(&queue, &mut batch);
-        }
         if let Some(wal) = self.gate.wal() {
             wal.wait_while_syncing(SYNC_WAIT);
             take_waiting(&queue, &mut batch);
-        }
-        if batch.len() > 1 {
-            self.last_shared = Some(Instant::now());
         }
         Some(batch)
     }
@@ -338,7 +285,6 @@ impl Writer {
             let (a, b) = (records[*a], records[*b]);
             (&a.evaluation_id, &a.enterprise).cmp(&(&b.evaluation_id, &b.enterprise))
         });
-        self.postgres = matches!(&*conn, DbConnection::Postgres(_));
         match &mut *conn {
             DbConnection::Postgres(pg) => {
                 let outcomes =
