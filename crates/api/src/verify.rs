@@ -183,7 +183,9 @@ impl VerifyApi {
         let admin = auth.0;
         let keys = state.keys.clone();
         // The usual case runs here without a thread of its own: the key is known, the
-        // crypto is short, and the replay record is awaited, not blocked on. A key not
+        // crypto is short (an Ed25519 signature is checked in a batch with those of the
+        // verifications beside it, see `checked_together`), and the replay record is
+        // awaited, not blocked on. A key not
         // in memory, on a networked database, is awaited from the store's key reader
         // (which reads the keys asked for at the same time in one statement), then the
         // body is taken up again; on the embedded one, where a read is a little CPU,

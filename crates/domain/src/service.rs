@@ -255,8 +255,8 @@ pub enum VerifyStep {
     /// [`KeyService::fetch_key`], hand it to [`KeyService::learn_key`], then start again.
     Load(KeyToLoad),
     /// The token's Ed25519 signature is left to check, possibly beside others': hand it
-    /// to [`KeyService::queue_signature`] (then [`KeyService::check_queued_signatures`]),
-    /// or check it alone with [`KeyService::signature_checked`].
+    /// to [`KeyService::queue_signature`], then call
+    /// [`KeyService::check_queued_signatures`], which answers with the next step.
     Signature(SignatureCheck),
 }
 
@@ -679,7 +679,7 @@ impl KeyService {
 
     /// The step after a [`VerifyStep::Signature`] whose signature was found `good` or
     /// not: the claims' verdict, or the replay record to write.
-    pub fn signature_checked(&self, check: SignatureCheck, good: bool) -> VerifyStep {
+    fn signature_checked(&self, check: SignatureCheck, good: bool) -> VerifyStep {
         if !good {
             return VerifyStep::Done(Verification::Invalid(Rejection::BadSignature));
         }
