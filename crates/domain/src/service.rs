@@ -651,30 +651,40 @@ impl KeyService {
             // Fetching a JWKS may block: not for an event loop.
             return Ok(None);
         }
+        self.step_with_key(admin, parsed, &active, request.evaluation_id)
+            .map(Some)
+    }
+
+    /// The step after a token's key was found active: the signature left to check with
+    /// others ([`VerifyStep::Signature`]) for an Ed25519 key held inline; otherwise the
+    /// signature and claims checked here (a key by jwksUri may fetch its JWKS).
+    fn step_with_key(
+        &self,
+        admin: &EnterpriseAdmin,
+        parsed: verify::ParsedToken<'_>,
+        active: &ActiveKey,
+        evaluation_id: String,
+    ) -> Result<VerifyStep, DomainError> {
         if let ActiveSource::Inline(key) = &active.source {
             if key.curve == Curve::Ed25519 {
                 if let Err(rejection) = parsed.check_algorithm(key.curve) {
-                    return Ok(Some(VerifyStep::Done(Verification::Invalid(rejection))));
+                    return Ok(VerifyStep::Done(Verification::Invalid(rejection)));
                 }
-                return Ok(Some(VerifyStep::Signature(SignatureCheck {
+                return Ok(VerifyStep::Signature(SignatureCheck {
                     key: key.clone(),
                     token: parsed.into_signed(),
                     key_id: active.key_id.clone(),
                     enterprise: admin.enterprise.clone(),
-                    evaluation_id: request.evaluation_id,
-                })));
+                    evaluation_id,
+                }));
             }
         }
-        Ok(Some(
-            match self.check_parsed(&parsed, &active, &request.evaluation_id)? {
-                Ok(checked) => VerifyStep::Record(self.pending(
-                    &admin.enterprise,
-                    checked,
-                    &request.evaluation_id,
-                )),
-                Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
-            },
-        ))
+        Ok(match self.check_parsed(&parsed, active, &evaluation_id)? {
+            Ok(checked) => {
+                VerifyStep::Record(self.pending(&admin.enterprise, checked, &evaluation_id))
+            }
+            Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
+        })
     }
 
     /// The step after a [`VerifyStep::Signature`] whose signature was found `good` or
@@ -749,24 +759,23 @@ impl KeyService {
     }
 
     /// [`Self::verify_body_cached`] for when the key is not in memory: reads it from the
-    /// store (or its JWKS), so it may block. The replay record is left to [`Self::submit`].
-    /// Never [`VerifyStep::Load`].
+    /// store (or its JWKS), so it may block. The replay record is left to [`Self::submit`],
+    /// an Ed25519 signature to the queue as there. Never [`VerifyStep::Load`].
     pub fn verify_body_step(
         &self,
         admin: &EnterpriseAdmin,
         body: &[u8],
     ) -> Result<VerifyStep, DomainError> {
         let request = verify::VerifyRequest::from_body(body)?;
-        Ok(
-            match self.check(admin, &request.token, &request.evaluation_id)? {
-                Ok(checked) => VerifyStep::Record(self.pending(
-                    &admin.enterprise,
-                    checked,
-                    &request.evaluation_id,
-                )),
-                Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
-            },
-        )
+        let parsed = match verify::parse(&request.token) {
+            Ok(parsed) => parsed,
+            Err(rejection) => return Ok(VerifyStep::Done(Verification::Invalid(rejection))),
+        };
+        let active = match self.active_key(admin, &parsed.kid)? {
+            Ok(active) => active,
+            Err(rejection) => return Ok(VerifyStep::Done(Verification::Invalid(rejection))),
+        };
+        self.step_with_key(admin, parsed, &active, request.evaluation_id)
     }
 
     /// Hands a good token's replay record to the store; `done` gets the outcome for
@@ -827,12 +836,9 @@ impl KeyService {
             Ok(parsed) => parsed,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let active = match self.active.get(&admin.enterprise, parsed.kid.as_str()) {
-            Some(active) => active,
-            None => match self.load_active(admin, &parsed.kid)? {
-                Ok(active) => active,
-                Err(rejection) => return Ok(Err(rejection)),
-            },
+        let active = match self.active_key(admin, &parsed.kid)? {
+            Ok(active) => active,
+            Err(rejection) => return Ok(Err(rejection)),
         };
         self.check_parsed(&parsed, &active, evaluation_id)
     }
@@ -865,6 +871,19 @@ impl KeyService {
                 key_id: active.key_id.clone(),
                 status_code: answer.status_code,
             }))
+    }
+
+    /// The active key `kid` names, from memory or else read from the store (and then
+    /// remembered).
+    fn active_key(
+        &self,
+        admin: &EnterpriseAdmin,
+        kid: &KeyId,
+    ) -> Result<Result<Arc<ActiveKey>, Rejection>, DomainError> {
+        match self.active.get(&admin.enterprise, kid.as_str()) {
+            Some(active) => Ok(Ok(active)),
+            None => self.load_active(admin, kid),
+        }
     }
 
     /// Reads a key from the store; remembers it if it is active.
