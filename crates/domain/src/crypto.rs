@@ -8,6 +8,7 @@
 //! `k256`, with either form of S accepted as on the other ECDSA curves.
 //! ECDSA signatures must be exactly twice the coordinate length (so DER is refused) and
 //! r, s must be in `[1, n)` (so the all-zero "psychic signature" is refused).
+//! [`verify_all`] checks several signatures at once, the Ed25519 ones in one batch.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
