@@ -696,7 +696,8 @@ impl KeyService {
         let now = self.clock.now();
         match check
             .token
-            .check_claims(&check.evaluation_id, now, self.policy.clock_skew_seconds)
+            .claims()
+            .check(&check.evaluation_id, now, self.policy.clock_skew_seconds)
         {
             Ok(answer) => {
                 let checked = CheckedToken {

@@ -208,7 +208,7 @@ enum Claim<T> {
 
 /// The claims keyward reads; the payload's other members are checked as JSON only.
 #[derive(Debug)]
-struct Claims {
+pub(crate) struct Claims {
     evaluation_id: Claim<String>,
     status_code: Claim<Number>,
     iat: Claim<Number>,
@@ -319,20 +319,15 @@ impl SignedToken {
         &self.signature
     }
 
-    /// [`ParsedToken::check_claims`].
-    pub(crate) fn check_claims(
-        &self,
-        evaluation_id: &str,
-        now: Timestamp,
-        skew_seconds: i64,
-    ) -> Result<Answer, Rejection> {
-        self.claims.check(evaluation_id, now, skew_seconds)
+    /// The claims, to check once the signature is good.
+    pub(crate) fn claims(&self) -> &Claims {
+        &self.claims
     }
 }
 
 impl Claims {
     /// Checks the claims against the evaluation asked about and the clock.
-    fn check(
+    pub(crate) fn check(
         &self,
         evaluation_id: &str,
         now: Timestamp,
