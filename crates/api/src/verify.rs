@@ -185,12 +185,11 @@ impl VerifyApi {
         // The usual case runs here without a thread of its own: the key is known, the
         // crypto is short (an Ed25519 signature is checked in a batch with those of the
         // verifications beside it, see `checked_together`), and the replay record is
-        // awaited, not blocked on. A key not
-        // in memory, on a networked database, is awaited from the store's key reader
-        // (which reads the keys asked for at the same time in one statement), then the
-        // body is taken up again; on the embedded one, where a read is a little CPU,
-        // it is read on a blocking thread, as is a key registered by jwksUri (whose
-        // JWKS may have to be fetched).
+        // awaited, not blocked on. A key not in memory, on a networked database, is
+        // awaited from the store's key reader (which reads the keys asked for at the
+        // same time in one statement), then the body is taken up again; on the
+        // embedded one, where a read is a little CPU, it is read on a blocking thread,
+        // as is a key registered by jwksUri (whose JWKS may have to be fetched).
         let mut step = keys.verify_body_cached(&admin, body.bytes()?)?;
         if state.reads_inline && matches!(step, Some(VerifyStep::Load(_))) {
             step = None;
