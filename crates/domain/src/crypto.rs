@@ -194,6 +194,15 @@ fn singles_due(n: usize) -> bool {
     true
 }
 
+/// `signature` as 64 bytes, unless it is refused before any arithmetic: another length,
+/// or an R of small order (one of the eight canonical encodings of those points; see
+/// [`VerifyingKey::verify`]). Every Ed25519 check, alone or in a batch, starts here.
+fn ed25519_shaped(signature: &[u8]) -> Option<&[u8; 64]> {
+    let signature = <&[u8; 64]>::try_from(signature).ok()?;
+    let r = signature.first_chunk::<32>()?;
+    (!SMALL_ORDER_ENCODINGS.contains(r)).then_some(signature)
+}
+
 /// Whether `encoding` is the canonical encoding of the point it decodes to (if any): y
 /// below the field's prime 2^255 - 19, and the sign bit clear where x is zero (y = 1 or
 /// y = -1). Decompressing, as a batch does, accepts the other encodings too; a single
@@ -257,12 +266,11 @@ impl Ed25519Key {
     /// fail the whole batch (an S at or above the group order). The key must have no
     /// small-order component: a batch would judge otherwise for such a key too.
     fn batchable(&self, signature: &[u8]) -> Option<ed25519_dalek::Signature> {
-        let signature = <&[u8; 64]>::try_from(signature).ok()?;
+        let signature = ed25519_shaped(signature)?;
         let (r, s) = signature.split_at(32);
         let r: &[u8; 32] = r.try_into().ok()?;
         let s: [u8; 32] = s.try_into().ok()?;
         let qualifies = canonical_encoding(r)
-            && !SMALL_ORDER_ENCODINGS.contains(r)
             && bool::from(curve25519_dalek::Scalar::from_canonical_bytes(s).is_some())
             && *self
                 .torsion_free
@@ -302,15 +310,9 @@ impl Ed25519Key {
     }
 
     fn verify(&self, with: Ed25519Impl, message: &[u8], signature: &[u8]) -> bool {
-        let Ok(signature) = <&[u8; 64]>::try_from(signature) else {
+        let Some(signature) = ed25519_shaped(signature) else {
             return false;
         };
-        if signature
-            .first_chunk::<32>()
-            .is_some_and(|r| SMALL_ORDER_ENCODINGS.contains(r))
-        {
-            return false;
-        }
         match with {
             Ed25519Impl::Dalek => ed25519_dalek_check(
                 &self.dalek,

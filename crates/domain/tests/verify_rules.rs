@@ -385,6 +385,20 @@ fn ed25519_signatures_are_checked_strictly() {
     // The process's own choice answers alike.
     assert!(key.verify(message, &good));
     assert!(!key.verify(message, &small_r));
+    // And so do signatures checked together, each beside good ones.
+    for (bad, why) in [
+        (high_s, "S + L"),
+        (small_r, "small-order R"),
+        (non_canonical_r, "non-canonical R"),
+    ] {
+        let [good, bad] = [&good, &bad].map(|signature| keyward_domain::crypto::SignatureToCheck {
+            key: &key,
+            message,
+            signature: signature.as_slice(),
+        });
+        let verdicts = keyward_domain::crypto::verify_all(&[good, bad, good]);
+        assert_eq!(verdicts, [true, false, true], "{why}");
+    }
 
     // Through the whole check, as a token's signature.
     let (world, _) = ed_world();
