@@ -200,7 +200,7 @@ impl Writer {
     /// batch to gather. A window on top (SQLite's writer used to sleep 200 µs first)
     /// lengthened every record's wait; at a bounded number of requests in flight the
     /// cores then idled (see docs/performance.md).
-    fn gather(&mut self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    fn gather(&self, queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
         let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
         let first = queue.recv().ok()?;
         let mut batch = vec![first];
