@@ -20,6 +20,13 @@ use crate::{inproc::unix_now, Curve, SigningKey};
 
 pub const BASE: &str = "/api/policy/v1/enterprises";
 
+/// Rounds of each measurement that has a baseline served by the same process: the
+/// measured operation and its baseline take turns, round by round (`/healthz`, verify,
+/// get, list, then again; at scale, each operation on the small database, then on the
+/// large one), each round lasting its share of the run's duration, so a slow stretch of
+/// a shared machine falls on both sides of a ratio rather than on one.
+pub const ROUNDS: usize = 2;
+
 /// What every HTTP measurement shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -164,31 +171,65 @@ impl CpuMeter {
         }
     }
 
-    /// The CPU the server and, on PostgreSQL, the database's processes have used since
-    /// the start, in microseconds.
-    pub fn spent(&self) -> (u64, Option<u64>) {
+    /// The CPU the server, PostgreSQL's processes (on PostgreSQL) and the generator
+    /// (this process, which runs nothing else meanwhile) have used since the start.
+    fn spent(&self) -> Cpu {
         let server = process_cpu_us(&self.pid)
             .unwrap_or(0)
             .saturating_sub(self.server);
         let database = self
             .database
             .map(|before| postgres_cpu_us().saturating_sub(before));
-        (server, database)
-    }
-
-    /// "CPU/req keyward N µs[, PostgreSQL M µs], generator G µs" over `requests` since
-    /// the start (the generator is this process, which runs nothing else meanwhile).
-    pub fn per_request(&self, requests: u64) -> String {
-        let n = requests.max(1) as f64;
-        let (server, database) = self.spent();
-        let mut note = format!("CPU/req keyward {:.0} µs", server as f64 / n);
-        if let Some(database) = database {
-            note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
-        }
         let generator = process_cpu_us("self")
             .unwrap_or(0)
             .saturating_sub(self.generator);
-        note.push_str(&format!(", generator {:.0} µs", generator as f64 / n));
+        Cpu {
+            server,
+            database,
+            generator,
+        }
+    }
+}
+
+/// CPU time in microseconds: the server's, PostgreSQL's (PostgreSQL only) and the load
+/// generator's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: u64,
+    database: Option<u64>,
+    generator: u64,
+}
+
+/// One operation's answers over every round it ran in, and the CPU they cost.
+#[derive(Default)]
+pub struct Tally {
+    pub answers: Outcome,
+    cpu: Cpu,
+}
+
+impl Tally {
+    /// Adds a round's answers and the CPU spent since `meter` started.
+    pub fn add(&mut self, answers: Outcome, meter: &CpuMeter) {
+        let spent = meter.spent();
+        self.answers.merge(answers);
+        self.cpu.server += spent.server;
+        if let Some(database) = spent.database {
+            *self.cpu.database.get_or_insert(0) += database;
+        }
+        self.cpu.generator += spent.generator;
+    }
+
+    /// "keyward N µs[, PostgreSQL M µs], generator G µs" per answer.
+    pub fn per_answer(&self) -> String {
+        let n = self.answers.completed.max(1) as f64;
+        let mut note = format!("keyward {:.0} µs", self.cpu.server as f64 / n);
+        if let Some(database) = self.cpu.database {
+            note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
+        }
+        note.push_str(&format!(
+            ", generator {:.0} µs",
+            self.cpu.generator as f64 / n
+        ));
         note
     }
 }
@@ -366,6 +407,15 @@ fn count_valid(outcome: &Outcome) -> usize {
         .count()
 }
 
+/// The first answer of `outcome` that is not `valid: true`.
+fn first_not_valid(outcome: &Outcome) -> Option<String> {
+    outcome
+        .bodies
+        .iter()
+        .find(|(_, body)| !is_valid(body))
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+}
+
 /// True when a verify answer says `valid: true`.
 fn is_valid(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -421,78 +471,88 @@ pub fn run_backend(
     check(&drive(&once, setup, false), "registering the bench keys")?;
 
     let name = backend.name();
-    let meter = CpuMeter::start(&server, backend);
-    let healthz = drive(
-        &plan(settings, server.addr, Mode::Cycle, 200),
-        vec![Prepared::get("/healthz", None)],
-        false,
-    );
-    check(&healthz, "/healthz")?;
-    let health_rate = healthz.throughput();
-    let mut r = row("GET /healthz", name, &healthz);
-    r.baseline = format!("(baseline); {}", meter.per_request(healthz.completed));
-    report.push(r);
-
     // Verify: unique evaluationIds, every answer must be valid (a durable record each).
     let bodies = verify_bodies(&signer, "bench-eddsa", name, verify_budget(settings));
     let verify_path = format!("{BASE}/acme/webhooks/responses/verify");
-    let requests = bodies
-        .into_iter()
-        .map(|b| Prepared::post(&verify_path, &token, b))
-        .collect();
-    let meter = CpuMeter::start(&server, backend);
-    let verify = drive(
-        &plan(settings, server.addr, Mode::Once, 200),
-        requests,
-        true,
+    let mut verifications: Vec<Vec<Prepared>> = vec![Vec::new(); ROUNDS];
+    let per_round = bodies.len().div_ceil(ROUNDS);
+    for (n, body) in bodies.into_iter().enumerate() {
+        verifications[n / per_round].push(Prepared::post(&verify_path, &token, body));
+    }
+    let reads = [
+        Prepared::get(format!("{keys_path}/bench-eddsa"), Some(&token)),
+        Prepared::get(keys_path.clone(), Some(&token)),
+    ];
+    let round = |mode| Plan {
+        duration: settings.duration / ROUNDS as u32,
+        ..plan(settings, server.addr, mode, 200)
+    };
+    let [mut healthz, mut verify, mut get, mut list] = std::array::from_fn(|_| Tally::default());
+    let (mut valid, mut first_invalid, mut peak_rss_kib) = (0, None, 0);
+    for requests in verifications {
+        let meter = CpuMeter::start(&server, backend);
+        let answers = drive(
+            &round(Mode::Cycle),
+            vec![Prepared::get("/healthz", None)],
+            false,
+        );
+        check(&answers, "/healthz")?;
+        healthz.add(answers, &meter);
+
+        let meter = CpuMeter::start(&server, backend);
+        let answers = drive(&round(Mode::Once), requests, true);
+        check(&answers, "verify")?;
+        valid += count_valid(&answers);
+        first_invalid = first_invalid.or_else(|| first_not_valid(&answers));
+        verify.add(answers, &meter);
+        peak_rss_kib = server.peak_rss_kib().unwrap_or(0);
+
+        for (read, into, what) in [
+            (&reads[0], &mut get, "GET key"),
+            (&reads[1], &mut list, "GET keys"),
+        ] {
+            let meter = CpuMeter::start(&server, backend);
+            let answers = drive(&round(Mode::Cycle), vec![read.clone()], false);
+            check(&answers, what)?;
+            into.add(answers, &meter);
+        }
+    }
+    let health_rate = healthz.answers.throughput();
+    let mut r = row("GET /healthz", name, &healthz.answers);
+    r.baseline = format!(
+        "(baseline, {ROUNDS} rounds taking turns with verify, get and list); CPU/req {}",
+        healthz.per_answer()
     );
-    check(&verify, "verify")?;
-    let valid = count_valid(&verify);
-    let mut r = row("POST verify EdDSA", name, &verify);
+    report.push(r);
+
+    let mut r = row("POST verify EdDSA", name, &verify.answers);
     let p50 = r.p50_us.max(1.0);
     r.baseline = format!(
-        "raw Ed25519 (fastest crate) 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; {}; {}; peak RSS {} MiB",
+        "raw Ed25519 (fastest crate) 1 core {:.0}/s; /healthz {health_rate:.0}/s; p99/p50 {:.1}; {valid}/{} valid; CPU/req {}; {}; peak RSS {} MiB",
         settings.raw_verify_per_second,
         r.p99_us / p50,
-        verify.completed,
-        meter.per_request(verify.completed),
+        verify.answers.completed,
+        verify.per_answer(),
         batch_sizes(server.addr),
-        server.peak_rss_kib().map_or(0, |k| k / 1024)
+        peak_rss_kib / 1024
     );
-    r.ratio = Some(verify.throughput() / settings.raw_verify_per_second);
+    r.ratio = Some(verify.answers.throughput() / settings.raw_verify_per_second);
     r.target = "≥ 0.6 and p99 ≤ 5× p50".into();
     report.push(r);
-    if valid as u64 != verify.completed {
+    if valid as u64 != verify.answers.completed {
         report.note(format!(
             "{name}: {} of {} unique verifications were not valid; first answer: {}",
-            verify.completed - valid as u64,
-            verify.completed,
-            verify
-                .bodies
-                .first()
-                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default()
+            verify.answers.completed - valid as u64,
+            verify.answers.completed,
+            first_invalid.unwrap_or_default()
         ));
     }
 
     // Reads, against the trivial route.
-    for (operation, path) in [
-        ("GET key", format!("{keys_path}/bench-eddsa")),
-        ("GET keys (first page, 20 keys)", keys_path.clone()),
-    ] {
-        let meter = CpuMeter::start(&server, backend);
-        let read = drive(
-            &plan(settings, server.addr, Mode::Cycle, 200),
-            vec![Prepared::get(path, Some(&token))],
-            false,
-        );
-        check(&read, operation)?;
-        let mut r = row(operation, name, &read);
-        r.baseline = format!(
-            "/healthz {health_rate:.0}/s; {}",
-            meter.per_request(read.completed)
-        );
-        r.ratio = Some(read.throughput() / health_rate);
+    for (operation, read) in [("GET key", get), ("GET keys (first page, 20 keys)", list)] {
+        let mut r = row(operation, name, &read.answers);
+        r.baseline = format!("/healthz {health_rate:.0}/s; CPU/req {}", read.per_answer());
+        r.ratio = Some(read.answers.throughput() / health_rate);
         r.target = "≥ 0.5".into();
         report.push(r);
     }
@@ -523,19 +583,22 @@ pub fn run_backend(
             })
             .collect();
         let meter = CpuMeter::start(&server, backend);
-        let register = drive(
+        let answers = drive(
             &plan(settings, server.addr, Mode::Once, 201),
             requests,
             false,
         );
-        check(&register, operation)?;
-        let mut r = row(operation, name, &register);
+        check(&answers, operation)?;
+        let mut register = Tally::default();
+        register.add(answers, &meter);
+        let rate = register.answers.throughput();
+        let mut r = row(operation, name, &register.answers);
         r.baseline = format!(
-            "raw durable insert {insert_rate:.0}/s; the same writes without keyward {writes_rate:.0}/s (keyward {:.2}× of it); {}",
-            register.throughput() / writes_rate,
-            meter.per_request(register.completed)
+            "raw durable insert {insert_rate:.0}/s; the same writes without keyward {writes_rate:.0}/s (keyward {:.2}× of it); CPU/req {}",
+            rate / writes_rate,
+            register.per_answer()
         );
-        r.ratio = Some(register.throughput() / insert_rate);
+        r.ratio = Some(rate / insert_rate);
         r.target = "≥ 0.5".into();
         report.push(r);
     }

@@ -14,8 +14,8 @@ use keyward_domain::PublicJwk;
 use keyward_persistence::testing::TestDb;
 use serde_json::json;
 
-use crate::http::{self, drive, Backend, CpuMeter, Server, Settings, BASE};
-use crate::load::{Mode, Outcome, Plan, Prepared};
+use crate::http::{self, drive, Backend, CpuMeter, Server, Settings, Tally, BASE, ROUNDS};
+use crate::load::{Mode, Plan, Prepared};
 use crate::report::{Report, Row};
 use crate::{inproc::unix_now, Curve, SigningKey};
 
@@ -33,12 +33,6 @@ impl Lcg {
         ((self.0 >> 33) % n as u64) as usize
     }
 }
-
-/// Rounds of each operation on each database. The two databases take turns, round by
-/// round and operation by operation (get on the small one, get on the large one, list
-/// on the small one, ...), each round lasting its share of the run's duration, so a slow
-/// stretch of a shared machine falls on both sides of a ratio rather than on one.
-const ROUNDS: usize = 2;
 
 /// A bulk-loaded database and the server in front of it.
 struct Loaded {
@@ -63,31 +57,9 @@ impl Loaded {
 /// One database's measurements, every round's answers together.
 #[derive(Default)]
 struct Measured {
-    get: Spent,
-    list: Spent,
-    verify: Spent,
-}
-
-/// One operation's answers over every round, and the CPU they cost.
-#[derive(Default)]
-struct Spent {
-    answers: Outcome,
-    /// CPU time of the server, in microseconds.
-    keyward_us: u64,
-    /// CPU time of PostgreSQL's processes, in microseconds (PostgreSQL only).
-    database_us: Option<u64>,
-}
-
-impl Spent {
-    /// "keyward N µs[, PostgreSQL M µs]" per answer.
-    fn per_answer(&self) -> String {
-        let n = self.answers.completed.max(1) as f64;
-        let mut note = format!("keyward {:.0} µs", self.keyward_us as f64 / n);
-        if let Some(database) = self.database_us {
-            note.push_str(&format!(", PostgreSQL {:.0} µs", database as f64 / n));
-        }
-        note
-    }
+    get: Tally,
+    list: Tally,
+    verify: Tally,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,13 +247,8 @@ fn run_op(
             (drive(&plan(Mode::Once), verifies, false), &mut into.verify)
         }
     };
-    let (keyward_us, database_us) = meter.spent();
     http::check(&outcome, &format!("scale {op:?} at {} keys", db.keys()))?;
-    into.answers.merge(outcome);
-    into.keyward_us += keyward_us;
-    if let Some(database_us) = database_us {
-        *into.database_us.get_or_insert(0) += database_us;
-    }
+    into.add(outcome, &meter);
     Ok(())
 }
 
