@@ -693,21 +693,28 @@ impl KeyService {
         if !good {
             return VerifyStep::Done(Verification::Invalid(Rejection::BadSignature));
         }
-        let now = self.clock.now();
-        match check
-            .token
-            .claims()
-            .check(&check.evaluation_id, now, self.policy.clock_skew_seconds)
-        {
-            Ok(answer) => {
-                let checked = CheckedToken {
-                    key_id: check.key_id,
-                    status_code: answer.status_code,
-                };
+        match self.checked_claims(check.token.claims(), &check.key_id, &check.evaluation_id) {
+            Ok(checked) => {
                 VerifyStep::Record(self.pending(&check.enterprise, checked, &check.evaluation_id))
             }
             Err(rejection) => VerifyStep::Done(Verification::Invalid(rejection)),
         }
+    }
+
+    /// The claims' verdict, now, for a token whose signature `key_id` found good.
+    fn checked_claims(
+        &self,
+        claims: &verify::Claims,
+        key_id: &str,
+        evaluation_id: &str,
+    ) -> Result<CheckedToken, Rejection> {
+        let now = self.clock.now();
+        claims
+            .check(evaluation_id, now, self.policy.clock_skew_seconds)
+            .map(|answer| CheckedToken {
+                key_id: key_id.to_owned(),
+                status_code: answer.status_code,
+            })
     }
 
     /// Queues a signature to check with the others queued; `done` gets the next step once
@@ -865,13 +872,7 @@ impl KeyService {
         if let Err(rejection) = parsed.verify_signature(key.curve, &key.key) {
             return Ok(Err(rejection));
         }
-        let now = self.clock.now();
-        Ok(parsed
-            .check_claims(evaluation_id, now, self.policy.clock_skew_seconds)
-            .map(|answer| CheckedToken {
-                key_id: active.key_id.clone(),
-                status_code: answer.status_code,
-            }))
+        Ok(self.checked_claims(parsed.claims(), &active.key_id, evaluation_id))
     }
 
     /// The active key `kid` names, from memory or else read from the store (and then

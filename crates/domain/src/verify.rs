@@ -289,6 +289,11 @@ impl ParsedToken<'_> {
         self.claims.check(evaluation_id, now, skew_seconds)
     }
 
+    /// The claims, to check once the signature is good.
+    pub(crate) fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
     /// The token without the text it was parsed from, for its signature to be checked
     /// later (see [`SignedToken`]).
     pub(crate) fn into_signed(self) -> SignedToken {
