@@ -386,17 +386,22 @@ fn ed25519_signatures_are_checked_strictly() {
     assert!(key.verify(message, &good));
     assert!(!key.verify(message, &small_r));
     // And so do signatures checked together, each beside good ones.
-    for (bad, why) in [
-        (high_s, "S + L"),
-        (small_r, "small-order R"),
-        (non_canonical_r, "non-canonical R"),
+    let too_long = [good.as_slice(), &[0]].concat();
+    for (bad, input, why) in [
+        (high_s.as_slice(), message.as_slice(), "S + L"),
+        (small_r.as_slice(), message, "small-order R"),
+        (non_canonical_r.as_slice(), message, "non-canonical R"),
+        (&good[..63], message, "63 bytes"),
+        (too_long.as_slice(), message, "65 bytes"),
+        (good.as_slice(), b"other input".as_slice(), "another input"),
     ] {
-        let [good, bad] = [&good, &bad].map(|signature| keyward_domain::crypto::SignatureToCheck {
+        let check = |signature, message| keyward_domain::crypto::SignatureToCheck {
             key: &key,
             message,
-            signature: signature.as_slice(),
-        });
-        let verdicts = keyward_domain::crypto::verify_all(&[good, bad, good]);
+            signature,
+        };
+        let good = check(good.as_slice(), message);
+        let verdicts = keyward_domain::crypto::verify_all(&[good, check(bad, input), good]);
         assert_eq!(verdicts, [true, false, true], "{why}");
     }
 
