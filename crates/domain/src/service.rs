@@ -693,7 +693,7 @@ impl KeyService {
         if !good {
             return VerifyStep::Done(Verification::Invalid(Rejection::BadSignature));
         }
-        match self.checked_claims(check.token.claims(), &check.key_id, &check.evaluation_id) {
+        match self.checked_claims(check.token.claims(), check.key_id, &check.evaluation_id) {
             Ok(checked) => {
                 VerifyStep::Record(self.pending(&check.enterprise, checked, &check.evaluation_id))
             }
@@ -705,14 +705,14 @@ impl KeyService {
     fn checked_claims(
         &self,
         claims: &verify::Claims,
-        key_id: &str,
+        key_id: String,
         evaluation_id: &str,
     ) -> Result<CheckedToken, Rejection> {
         let now = self.clock.now();
         claims
             .check(evaluation_id, now, self.policy.clock_skew_seconds)
             .map(|answer| CheckedToken {
-                key_id: key_id.to_owned(),
+                key_id,
                 status_code: answer.status_code,
             })
     }
@@ -872,7 +872,7 @@ impl KeyService {
         if let Err(rejection) = parsed.verify_signature(key.curve, &key.key) {
             return Ok(Err(rejection));
         }
-        Ok(self.checked_claims(parsed.claims(), &active.key_id, evaluation_id))
+        Ok(self.checked_claims(parsed.claims(), active.key_id.clone(), evaluation_id))
     }
 
     /// The active key `kid` names, from memory or else read from the store (and then
