@@ -207,8 +207,9 @@ fn ed25519_shaped(signature: &[u8]) -> Option<&[u8; 64]> {
 /// below the field's prime 2^255 - 19, and the sign bit clear where x is zero (y = 1 or
 /// y = -1). Decompressing, as a batch does, accepts the other encodings too; a single
 /// check refuses them, comparing R byte for byte with the canonical encoding of the
-/// point it recomputes.
-fn canonical_encoding(encoding: &[u8; 32]) -> bool {
+/// point it recomputes. A JWK's Ed25519 key must be canonical too (one key, one
+/// thumbprint).
+pub(crate) fn canonical_encoding(encoding: &[u8; 32]) -> bool {
     let mut y = *encoding;
     let sign = y[31] >> 7;
     y[31] &= 0x7f;

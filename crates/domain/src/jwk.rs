@@ -414,7 +414,9 @@ fn check_point(curve: Curve, x: &[u8], y: Option<&[u8]>) -> Result<(), DomainErr
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| not_on_curve())?;
             // A non-canonical encoding of a valid point would give the key a second
             // thumbprint; a small-order point makes every signature check meaningless.
-            if key.to_edwards().compress().to_bytes() != bytes {
+            // (The encoding is judged by its bytes: encoding the point again would cost
+            // a field inversion at every parse, stored keys' included.)
+            if !crate::crypto::canonical_encoding(&bytes) {
                 return Err(not_on_curve());
             }
             if key.is_weak() {

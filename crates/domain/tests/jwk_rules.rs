@@ -239,6 +239,41 @@ fn weak_and_undecodable_ed25519_points_are_refused() {
     );
 }
 
+/// A valid key's y written as y + p decodes to the same point, so accepting it would
+/// give the key a second thumbprint (and dodge its tombstone).
+#[test]
+fn ed25519_key_in_a_non_canonical_encoding_is_refused() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let x = |bytes: [u8; 32]| json!(URL_SAFE_NO_PAD.encode(bytes));
+    let mut tried = 0;
+    // y from 3 to 18: y + p (p = 2^255 - 19) still fits in 255 bits.
+    for y in 3u8..=18 {
+        let mut canonical = [0u8; 32];
+        canonical[0] = y;
+        if check(with(ed(), "x", x(canonical))).is_err() {
+            continue; // not a point, or one of small order
+        }
+        let mut plus_p = [0xffu8; 32];
+        plus_p[0] = 0xed + y;
+        plus_p[31] = 0x7f;
+        assert_eq!(
+            check(with(ed(), "x", x(plus_p))).err(),
+            Some("INVALID_JWK"),
+            "y = {y} + p"
+        );
+        // The sign bit set on the same y names the other point with that y, a key of
+        // its own, not another encoding.
+        canonical[31] |= 0x80;
+        assert!(
+            check(with(ed(), "x", x(canonical))).is_ok(),
+            "y = {y}, x < 0"
+        );
+        tried += 1;
+    }
+    assert!(tried > 0, "no y from 3 to 18 is a valid key");
+}
+
 #[test]
 fn alg_use_and_key_ops_must_fit() {
     for (jwk, curve, _) in all_curves() {
