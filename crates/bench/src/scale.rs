@@ -2,9 +2,12 @@
 //! 1,000,000 keys over 10,000 enterprises, bulk-loaded here (not through HTTP).
 //!
 //! Every enterprise holds `per` keys `k-0`..: the first 20 ACTIVE, the rest REVOKED
-//! (the default limit of active keys), all administered by one bench user. Key `k-j`
-//! of every enterprise is the public half of signing key `j`, so tokens for any
-//! enterprise can be signed without a million private keys.
+//! (the default limit of active keys), all administered by one bench user. Each ACTIVE
+//! key is an enterprise's own, as registered keys are: a verification at scale reads
+//! its key and parses it, as a service's would, rather than finding the key material
+//! parsed for another enterprise. The REVOKED keys, only ever listed, are shared: key
+//! `k-j` (j ≥ 20) of every enterprise is the public half of signing key `j`, so a
+//! million keys load without a million key generations.
 
 use diesel::connection::SimpleConnection as _;
 use diesel::sql_types::{Binary, Text};
@@ -20,6 +23,17 @@ use crate::report::{Report, Row};
 use crate::{inproc::unix_now, Curve, SigningKey};
 
 const ACTIVE_PER_ENTERPRISE: usize = 20;
+
+/// Seeds of the ACTIVE keys start here, far from the shared keys' seeds.
+const ACTIVE_SEED: u64 = 1 << 32;
+
+/// Enterprise `e`'s ACTIVE key `k-j`, the same every run.
+fn active_signer(e: usize, j: usize) -> SigningKey {
+    SigningKey::new(
+        Curve::Ed25519,
+        ACTIVE_SEED + (e * ACTIVE_PER_ENTERPRISE + j) as u64,
+    )
+}
 
 /// A small pseudo-random sequence (the same every run).
 struct Lcg(u64);
@@ -43,6 +57,8 @@ struct Loaded {
     load_seconds: f64,
     /// The requests' pseudo-random choices (the same sequence on every run).
     random: Lcg,
+    /// Every enterprise's ACTIVE signing keys, enterprise by enterprise.
+    active: Vec<SigningKey>,
     // The server stops before its database is dropped (fields drop in order).
     server: Server,
     _db: TestDb,
@@ -96,8 +112,8 @@ pub fn run(
         let (mut at_small, mut at_large) = (Measured::default(), Measured::default());
         for round in 0..ROUNDS {
             for op in [Op::Get, Op::List, Op::Verify] {
-                run_op(settings, &mut small, &signers, op, round, &mut at_small)?;
-                run_op(settings, &mut large, &signers, op, round, &mut at_large)?;
+                run_op(settings, &mut small, op, round, &mut at_small)?;
+                run_op(settings, &mut large, op, round, &mut at_large)?;
             }
         }
         for (op, a, b) in [
@@ -158,8 +174,12 @@ fn load(
     signers: &[SigningKey],
 ) -> Result<Loaded, String> {
     let db = backend.fresh()?;
+    let active_n = ACTIVE_PER_ENTERPRISE.min(per);
+    let active: Vec<SigningKey> = (0..enterprises)
+        .flat_map(|e| (0..active_n).map(move |j| active_signer(e, j)))
+        .collect();
     let started = std::time::Instant::now();
-    let token = bulk_load(&db, enterprises, order, signers)?;
+    let token = bulk_load(&db, enterprises, order, &active, signers)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let server = Server::start(
         settings,
@@ -174,6 +194,7 @@ fn load(
         token,
         load_seconds,
         random: Lcg(42),
+        active,
         server,
         _db: db,
     })
@@ -183,7 +204,6 @@ fn load(
 fn run_op(
     settings: &Settings,
     db: &mut Loaded,
-    signers: &[SigningKey],
     op: Op,
     round: usize,
     into: &mut Measured,
@@ -232,8 +252,9 @@ fn run_op(
                     let e = random.below(enterprises);
                     let j = round * share + random.below(share);
                     let evaluation = format!("scale-{round}-{n}");
+                    let signer = &db.active[e * ACTIVE_PER_ENTERPRISE.min(db.per) + j];
                     let body = json!({
-                        "token": signers[j].token(&format!("k-{j}"), &evaluation, iat),
+                        "token": signer.token(&format!("k-{j}"), &evaluation, iat),
                         "evaluationId": evaluation,
                     });
                     Prepared::post(
@@ -260,6 +281,7 @@ fn bulk_load(
     db: &TestDb,
     enterprises: usize,
     order: LoadOrder,
+    active_keys: &[SigningKey],
     signers: &[SigningKey],
 ) -> Result<String, String> {
     let err = |e: diesel::result::Error| e.to_string();
@@ -271,7 +293,7 @@ fn bulk_load(
     let (series, id_of) = if postgres {
         (
             format!("SELECT n FROM generate_series(0, {}) AS n", enterprises - 1),
-            "lpad(to_hex(s.n), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(j.j), 12, '0')",
+            "lpad(to_hex(s.n), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(s.j), 12, '0')",
         )
     } else {
         (
@@ -279,7 +301,7 @@ fn bulk_load(
                 "WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < {}) SELECT n FROM c",
                 enterprises - 1
             ),
-            "printf('%08x-0000-4000-8000-%012x', s.n, j.j)",
+            "printf('%08x-0000-4000-8000-%012x', s.n, s.j)",
         )
     };
     let enterprise_of = if postgres {
@@ -306,6 +328,7 @@ fn bulk_load(
         "CREATE TABLE bench_series (n BIGINT NOT NULL);
          INSERT INTO bench_series (n) {series};
          CREATE TABLE bench_jwks (j BIGINT NOT NULL, jwk TEXT NOT NULL, thumbprint TEXT NOT NULL);
+         CREATE TABLE bench_keys (n BIGINT NOT NULL, j BIGINT NOT NULL, jwk TEXT NOT NULL, thumbprint TEXT NOT NULL);
          INSERT INTO users (id, email, created_at) VALUES ('00000000-0000-4000-8000-00000000be9c', 'bench@keyward.test', {now});
          INSERT INTO enterprises (id, name, {counted}created_at)
            SELECT {enterprise_of}, {enterprise_of}, {count}{now} FROM bench_series s;
@@ -314,39 +337,66 @@ fn bulk_load(
            SELECT {enterprise_of}, '00000000-0000-4000-8000-00000000be9c', 'admin', {now} FROM bench_series s;"
     );
     let order = match order {
-        LoadOrder::ByEnterprise => "s.n, j.j",
-        LoadOrder::InTurns => "j.j, s.n",
+        LoadOrder::ByEnterprise => "s.n, s.j",
+        LoadOrder::InTurns => "s.j, s.n",
     };
     // SQLite orders an enterprise's keys by a seq the loader gives; PostgreSQL's is
     // generated.
     let (seq_column, seq) = if postgres {
         ("", "")
     } else {
-        ("seq, ", "j.j + 1, ")
+        ("seq, ", "s.j + 1, ")
     };
     let keys = format!(
         "INSERT INTO webhook_keys ({seq_column}id, enterprise_id, key_id, key_name, algorithm, jwk, thumbprint, status, created_at, created_by, revoked_at, revoked_by)
-           SELECT {seq}{id_of}, {enterprise_of}, 'k-' || j.j, 'k-' || j.j, 'EdDSA', j.jwk, j.thumbprint,
-                  CASE WHEN j.j < {active} THEN 'ACTIVE' ELSE 'REVOKED' END, {now}, 'bench@keyward.test',
-                  CASE WHEN j.j < {active} THEN NULL ELSE {now} END,
-                  CASE WHEN j.j < {active} THEN NULL ELSE 'bench@keyward.test' END
-           FROM bench_series s CROSS JOIN bench_jwks j ORDER BY {order};
+           SELECT {seq}{id_of}, {enterprise_of}, 'k-' || s.j, 'k-' || s.j, 'EdDSA', s.jwk, s.thumbprint,
+                  CASE WHEN s.j < {active} THEN 'ACTIVE' ELSE 'REVOKED' END, {now}, 'bench@keyward.test',
+                  CASE WHEN s.j < {active} THEN NULL ELSE {now} END,
+                  CASE WHEN s.j < {active} THEN NULL ELSE 'bench@keyward.test' END
+           FROM bench_keys s ORDER BY {order};
          DROP TABLE bench_series;
-         DROP TABLE bench_jwks;"
+         DROP TABLE bench_jwks;
+         DROP TABLE bench_keys;"
     );
+    let stored = |signer: &SigningKey| -> Result<(String, String), String> {
+        let jwk =
+            PublicJwk::from_stored(&signer.public_jwk().to_string()).map_err(|e| e.to_string())?;
+        Ok((
+            jwk.to_canonical_json(),
+            jwk.thumbprint().as_str().to_owned(),
+        ))
+    };
+    // The shared REVOKED keys, then every enterprise's own ACTIVE ones, as SQL rows.
+    // (Canonical JWKs and thumbprints are base64url, names and punctuation: no quote.)
     let jwks: Vec<(i64, String, String)> = signers
         .iter()
         .enumerate()
-        .map(|(j, signer)| {
-            let jwk = PublicJwk::from_stored(&signer.public_jwk().to_string())
-                .map_err(|e| e.to_string())?;
-            Ok((
-                j as i64,
-                jwk.to_canonical_json(),
-                jwk.thumbprint().as_str().to_owned(),
-            ))
-        })
+        .skip(active)
+        .map(|(j, signer)| stored(signer).map(|(jwk, thumbprint)| (j as i64, jwk, thumbprint)))
         .collect::<Result<_, String>>()?;
+    let mut own_rows = Vec::with_capacity(active_keys.len());
+    for (i, signer) in active_keys.iter().enumerate() {
+        let (jwk, thumbprint) = stored(signer)?;
+        if jwk.contains('\'') || thumbprint.contains('\'') {
+            return Err("a JWK with a quote cannot be loaded".into());
+        }
+        own_rows.push(format!(
+            "({}, {}, '{jwk}', '{thumbprint}')",
+            i / active,
+            i % active
+        ));
+    }
+    let own_keys: Vec<String> = own_rows
+        .chunks(500)
+        .map(|rows| {
+            format!(
+                "INSERT INTO bench_keys (n, j, jwk, thumbprint) VALUES {};",
+                rows.join(", ")
+            )
+        })
+        .collect();
+    let shared_keys = "INSERT INTO bench_keys (n, j, jwk, thumbprint)
+           SELECT s.n, j.j, j.jwk, j.thumbprint FROM bench_series s CROSS JOIN bench_jwks j;";
     let token_sql = "INSERT INTO api_tokens (id, user_id, token_hash, created_at) VALUES ($1, '00000000-0000-4000-8000-00000000be9c', $2, 0)";
     macro_rules! load {
         ($conn:expr) => {{
@@ -360,6 +410,10 @@ fn bulk_load(
                 .bind::<Text, _>(thumbprint)
                 .execute(conn)
                 .map_err(err)?;
+            }
+            conn.batch_execute(shared_keys).map_err(err)?;
+            for statement in &own_keys {
+                conn.batch_execute(statement).map_err(err)?;
             }
             diesel::sql_query(token_sql)
                 .bind::<Text, _>(&issued.id)
