@@ -24,6 +24,11 @@ use crate::{inproc::unix_now, Curve, SigningKey};
 
 const ACTIVE_PER_ENTERPRISE: usize = 20;
 
+/// How many of an enterprise's `per` keys are ACTIVE.
+fn active_of(per: usize) -> usize {
+    ACTIVE_PER_ENTERPRISE.min(per)
+}
+
 /// Seeds of the ACTIVE keys start here, far from the shared keys' seeds.
 const ACTIVE_SEED: u64 = 1 << 32;
 
@@ -174,9 +179,8 @@ fn load(
     signers: &[SigningKey],
 ) -> Result<Loaded, String> {
     let db = backend.fresh()?;
-    let active_n = ACTIVE_PER_ENTERPRISE.min(per);
     let active: Vec<SigningKey> = (0..enterprises)
-        .flat_map(|e| (0..active_n).map(move |j| active_signer(e, j)))
+        .flat_map(|e| (0..active_of(per)).map(move |j| active_signer(e, j)))
         .collect();
     let started = std::time::Instant::now();
     let token = bulk_load(&db, enterprises, order, &active, signers)?;
@@ -242,7 +246,7 @@ fn run_op(
         Op::Verify => {
             // Each round signs with keys of its own (a share of every enterprise's active
             // keys): no round verifies with a key an earlier round has cached and stamped.
-            let share = ACTIVE_PER_ENTERPRISE.min(db.per) / ROUNDS;
+            let share = active_of(db.per) / ROUNDS;
             let iat = unix_now();
             let count = ((settings.raw_verify_per_second * 1.5).max(5_000.0)
                 * settings.duration.as_secs_f64()
@@ -252,7 +256,7 @@ fn run_op(
                     let e = random.below(enterprises);
                     let j = round * share + random.below(share);
                     let evaluation = format!("scale-{round}-{n}");
-                    let signer = &db.active[e * ACTIVE_PER_ENTERPRISE.min(db.per) + j];
+                    let signer = &db.active[e * active_of(db.per) + j];
                     let body = json!({
                         "token": signer.token(&format!("k-{j}"), &evaluation, iat),
                         "evaluationId": evaluation,
@@ -287,7 +291,7 @@ fn bulk_load(
     let err = |e: diesel::result::Error| e.to_string();
     let issued = IssuedToken::from_random([0x5c; 8], [0x3d; 32]);
     let now = unix_now() * 1000;
-    let active = ACTIVE_PER_ENTERPRISE.min(signers.len());
+    let active = active_of(signers.len());
     let postgres = db.sqlite_path().is_none();
     // Statements differ only in how each backend counts and formats.
     let (series, id_of) = if postgres {
