@@ -42,6 +42,70 @@ pub fn api_service() -> OpenApiService<(KeysApi, verify::VerifyApi), ()> {
 /// `deny_unknown_fields` but does not say so in the document, so it is said here.
 const CLOSED_SCHEMAS: [&str; 2] = ["RegisterKeyRequest", "VerifyRequestBody"];
 
+/// Links from an operation's success to the operations that take what it returns
+/// (OpenAPI `links`, which poem-openapi does not generate): the keyId a registration or
+/// a get answers with is the one the key's get and revoke take, in the same enterprise.
+/// Each is (operationId, status, link name, operationId it leads to, description).
+const LINKS: [(&str, &str, &str, &str, &str); 3] = [
+    (
+        "registerKey",
+        "201",
+        "GetKey",
+        "getKey",
+        "Read the key just registered.",
+    ),
+    (
+        "registerKey",
+        "201",
+        "RevokeKey",
+        "revokeKey",
+        "Revoke the key just registered.",
+    ),
+    (
+        "getKey",
+        "200",
+        "RevokeKey",
+        "revokeKey",
+        "Revoke this key.",
+    ),
+];
+
+/// Adds [`LINKS`] to the responses they start from.
+fn add_links(spec: &mut serde_json::Value) {
+    let Some(paths) = spec.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for (_, status, name, to, description) in LINKS.iter().filter(|link| link.0 == id) {
+            let Some(response) = operation
+                .pointer_mut(&format!("/responses/{status}"))
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            let links = response
+                .entry("links")
+                .or_insert_with(|| serde_json::json!({}));
+            links[*name] = serde_json::json!({
+                "operationId": to,
+                "parameters": {
+                    "enterpriseId": "$request.path.enterpriseId",
+                    "keyId": "$response.body#/keyId",
+                },
+                "description": description,
+            });
+        }
+    }
+}
+
 /// The OpenAPI document as pretty JSON with a trailing newline, exactly as committed in
 /// `openapi/openapi.json`.
 pub fn openapi_json() -> String {
@@ -61,6 +125,7 @@ pub fn openapi_json() -> String {
             );
         }
     }
+    add_links(&mut spec);
     let mut text = serde_json::to_string_pretty(&spec).unwrap_or(generated);
     text.push('\n');
     text

@@ -51,3 +51,51 @@ fn every_operation_is_named_tagged_and_secured() {
         "bearer"
     );
 }
+
+#[test]
+fn links_lead_to_operations_with_the_parameters_they_fill() {
+    let spec: serde_json::Value = serde_json::from_str(&keyward_api::openapi_json()).expect("JSON");
+    let mut path_parameters = std::collections::HashMap::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for op in item.as_object().expect("path item").values() {
+            let mut names: Vec<String> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_owned)
+                .collect();
+            names.sort_unstable();
+            path_parameters.insert(op["operationId"].as_str().expect("id").to_owned(), names);
+        }
+    }
+    let mut links = Vec::new();
+    for item in spec["paths"].as_object().expect("paths").values() {
+        for op in item.as_object().expect("path item").values() {
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let target = link["operationId"].as_str().expect("operationId");
+                    let mut filled: Vec<String> = link["parameters"]
+                        .as_object()
+                        .expect("parameters")
+                        .keys()
+                        .cloned()
+                        .collect();
+                    filled.sort_unstable();
+                    assert_eq!(Some(&filled), path_parameters.get(target), "{name}");
+                    links.push(format!(
+                        "{} {status} -> {target}",
+                        op["operationId"].as_str().expect("id")
+                    ));
+                }
+            }
+        }
+    }
+    links.sort_unstable();
+    assert_eq!(
+        links,
+        [
+            "getKey 200 -> revokeKey",
+            "registerKey 201 -> getKey",
+            "registerKey 201 -> revokeKey"
+        ]
+    );
+}
