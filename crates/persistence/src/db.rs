@@ -166,6 +166,17 @@ fn loopback_plaintext(url: &str, sslmode_in_env: bool) -> std::borrow::Cow<'_, s
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -1024;";
 
+/// PostgreSQL settings of every session: a random page read costed at 1.1 sequential
+/// ones instead of the server's default 4, unless the server, the database or the role
+/// sets a value of its own. keyward's statements read a small, hot working set (keys,
+/// replay records) through unique indexes; at the default, the planner prefers a
+/// sequential scan of the key table to a handful of index probes until the table holds
+/// about a thousand keys or more (each replay batch and each read of keys then scanned
+/// the whole table), and a page of a listing could walk the table in `seq` order,
+/// filtering by enterprise, rather than read its enterprise's index.
+const POSTGRES_SESSION: &str = "SELECT set_config('random_page_cost', '1.1', false) \
+     WHERE current_setting('random_page_cost')::float8 = 4";
+
 /// Opens connections of the configured backend (never guessing from the URL's shape).
 #[derive(Debug, Clone)]
 pub struct ConnectionManager {
@@ -186,9 +197,13 @@ impl ConnectionManager {
                     .map_err(|e| StorageError::Connect(e.to_string()))?;
                 Ok(DbConnection::Sqlite(conn))
             }
-            DatabaseUrl::Postgres(url) => PgConnection::establish(&libpq_url(url))
-                .map(DbConnection::Postgres)
-                .map_err(|e| StorageError::Connect(e.to_string())),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&libpq_url(url))
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                conn.batch_execute(POSTGRES_SESSION)
+                    .map_err(|e| StorageError::Connect(e.to_string()))?;
+                Ok(DbConnection::Postgres(conn))
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 256;
 const PAGE_READERS: usize = 2;
 
 /// PostgreSQL: the keys of the pairs asked about (the same pair twice reads one row).
-const POSTGRES_KEYS: &str = "\
+pub(crate) const POSTGRES_KEYS: &str = "\
 SELECT DISTINCT ON (k.seq) k.* FROM unnest($1::text[], $2::text[]) AS asked (enterprise_id, key_id)
 JOIN webhook_keys k ON k.enterprise_id = asked.enterprise_id AND k.key_id = asked.key_id";
 

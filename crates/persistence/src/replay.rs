@@ -454,7 +454,7 @@ fn sqlite_batch(
 /// one), so stamping never waits and cannot deadlock; a skipped key is stamped by a
 /// later verification. The update then changes only rows the statement has just locked
 /// for it.
-const POSTGRES_BATCH: &str = "\
+pub(crate) const POSTGRES_BATCH: &str = "\
 WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
 ), active AS (

@@ -1327,6 +1327,7 @@ pub(crate) fn read_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diesel::connection::SimpleConnection;
 
     fn database_error(message: &str) -> DieselError {
         DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()))
@@ -1350,5 +1351,124 @@ mod tests {
             store_error(database_error("syntax error at or near \"SELEC\"")),
             StoreError::Internal(_)
         ));
+    }
+
+    /// The plan PostgreSQL keeps for `statement` (prepared, its `$n` typed by their
+    /// casts) once it plans it for any parameters, executed with `arguments`, one line
+    /// of `EXPLAIN` each.
+    fn generic_plan(conn: &mut diesel::PgConnection, statement: &str, arguments: &str) -> String {
+        #[derive(QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            line: String,
+        }
+        conn.batch_execute(&format!(
+            "DEALLOCATE ALL; SET plan_cache_mode = force_generic_plan; PREPARE probe AS {statement}"
+        ))
+        .expect("prepare");
+        let lines: Vec<Line> = diesel::sql_query("SELECT line FROM pg_temp.plan_of($1) AS line")
+            .bind::<diesel::sql_types::Text, _>(format!("EXECUTE probe({arguments})"))
+            .load(conn)
+            .expect("explain");
+        lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn random_page_cost(db: &crate::testing::TestDb) -> String {
+        #[derive(QueryableByName)]
+        struct Setting {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let mut conn = db.pool().get().expect("connection");
+        let DbConnection::Postgres(conn) = &mut *conn else {
+            unreachable!("a PostgreSQL test database");
+        };
+        diesel::sql_query("SELECT current_setting('random_page_cost') AS value")
+            .get_result::<Setting>(conn)
+            .expect("setting")
+            .value
+    }
+
+    #[test]
+    fn postgres_sessions_cost_random_reads_low_unless_the_database_sets_its_own() {
+        let Some(db) = crate::testing::TestDb::postgres() else {
+            return;
+        };
+        assert_eq!(random_page_cost(&db), "1.1");
+        let crate::DatabaseUrl::Postgres(url) = &db.url else {
+            unreachable!("a PostgreSQL test database");
+        };
+        let name = url.rsplit('/').next().expect("database name");
+        let mut conn = db.pool().get().expect("connection");
+        let DbConnection::Postgres(conn) = &mut *conn else {
+            unreachable!("a PostgreSQL test database");
+        };
+        conn.batch_execute(&format!("ALTER DATABASE {name} SET random_page_cost = 2"))
+            .expect("alter database");
+        // A new pool's sessions start with the database's value and keep it.
+        assert_eq!(random_page_cost(&db), "2");
+    }
+
+    /// On a database of a thousand keys over ten enterprises, each stored in its
+    /// enterprise's order, the plans kept for any parameters read keys through their
+    /// indexes: a read of keys and a replay batch probe the (enterprise, keyId) index
+    /// instead of scanning the table (which the server's default cost of a random read
+    /// prefers below about a thousand keys, see `db::POSTGRES_SESSION`), and a page
+    /// walks its enterprise's index instead of the whole table in `seq` order.
+    #[test]
+    fn postgres_reads_keys_through_indexes_whatever_the_parameters() {
+        let Some(db) = crate::testing::TestDb::postgres() else {
+            return;
+        };
+        let mut conn = crate::ConnectionManager::new(db.url.clone())
+            .establish()
+            .expect("connect");
+        let DbConnection::Postgres(conn) = &mut conn else {
+            unreachable!("a PostgreSQL test database");
+        };
+        conn.batch_execute(
+            "INSERT INTO enterprises (id, name, created_at)
+                 SELECT 'e' || i, 'E', 0 FROM generate_series(0, 9) i;
+             INSERT INTO webhook_keys (id, enterprise_id, key_id, key_name, algorithm, jwk,
+                                       thumbprint, status, created_at, created_by,
+                                       revoked_at, revoked_by)
+                 SELECT md5(i::text)::uuid::text, 'e' || (i / 100), 'k-' || i % 100,
+                        'k-' || i % 100, 'EdDSA',
+                        '{\"crv\":\"Ed25519\",\"kid\":\"k-' || i % 100 || '\",\"kty\":\"OKP\",\"x\":\"' || substr(md5(i::text) || md5(i::text), 1, 43) || '\"}',
+                        substr(md5((-i)::text) || md5((-i)::text), 1, 43),
+                        CASE WHEN i % 100 < 20 THEN 'ACTIVE' ELSE 'REVOKED' END, 0,
+                        'admin@example.com',
+                        CASE WHEN i % 100 < 20 THEN NULL ELSE 0 END,
+                        CASE WHEN i % 100 < 20 THEN NULL ELSE 'admin@example.com' END
+                 FROM generate_series(0, 999) i;
+             CREATE FUNCTION pg_temp.plan_of(q text) RETURNS SETOF text LANGUAGE plpgsql AS
+                 'DECLARE line text; BEGIN
+                      FOR line IN EXECUTE ''EXPLAIN '' || q LOOP RETURN NEXT line; END LOOP;
+                  END';",
+        )
+        .expect("load keys");
+        conn.batch_execute("VACUUM ANALYZE").expect("vacuum");
+        let keys = generic_plan(
+            conn,
+            crate::key_reader::POSTGRES_KEYS,
+            "'{e9,e9}', '{k-50,k-51}'",
+        );
+        assert!(!keys.contains("Seq Scan on webhook_keys"), "{keys}");
+        let batch = generic_plan(
+            conn,
+            crate::replay::POSTGRES_BATCH,
+            "'{e9}', '{ev-1}', '{k-5}', '{1}', '{2}', '{}', '{}', '{}', 60000",
+        );
+        assert!(!batch.contains("Seq Scan on webhook_keys"), "{batch}");
+        let page = generic_plan(conn, POSTGRES_PAGE, "'e9', NULL, 50, 0");
+        assert!(
+            page.contains("webhook_keys_enterprise_seq_status")
+                && !page.contains("webhook_keys_pkey"),
+            "{page}"
+        );
     }
 }
