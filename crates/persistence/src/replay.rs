@@ -453,10 +453,14 @@ fn sqlite_batch(
 /// (its shared lock would make the update wait, and that batch may be waiting for this
 /// one), so stamping never waits and cannot deadlock; a skipped key is stamped by a
 /// later verification. The update then changes only rows the statement has just locked
-/// for it.
+/// for it. The arrays are read through scalar subqueries so that PostgreSQL keeps one
+/// plan for every batch size (see `key_reader::POSTGRES_KEYS`): planned for the batch
+/// at hand, this statement took longer to plan than to run, and a connection whose
+/// first batches were single records planned every batch again.
 pub(crate) const POSTGRES_BATCH: &str = "\
 WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+    SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]),
+                         (SELECT $4::bigint[]), (SELECT $5::bigint[]))
 ), active AS (
     SELECT k.enterprise_id, k.key_id FROM webhook_keys k
     WHERE (k.enterprise_id, k.key_id) IN (SELECT enterprise_id, key_id FROM batch)
@@ -471,7 +475,7 @@ WITH batch (enterprise_id, evaluation_id, key_id, verified_at, expires_at) AS (
     ON CONFLICT (evaluation_id, enterprise_id) DO NOTHING
     RETURNING enterprise_id, evaluation_id, key_id
 ), due (enterprise_id, key_id, at) AS (
-    SELECT * FROM unnest($6::text[], $7::text[], $8::bigint[])
+    SELECT * FROM unnest((SELECT $6::text[]), (SELECT $7::text[]), (SELECT $8::bigint[]))
 ), stamping AS (
     SELECT k.seq, d.at FROM webhook_keys k
     JOIN due d ON d.enterprise_id = k.enterprise_id AND d.key_id = k.key_id

@@ -1470,5 +1470,42 @@ mod tests {
                 && !page.contains("webhook_keys_pkey"),
             "{page}"
         );
+
+        // Executed as a quiet service does, one key or one record at a time, both
+        // statements settle on the plan for any parameters rather than plan each
+        // execution again, whatever the cost of a random read.
+        #[derive(QueryableByName)]
+        struct Plans {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            generic_plans: i64,
+        }
+        for (statement, arguments) in [
+            (
+                crate::key_reader::POSTGRES_KEYS,
+                "'{e9}', '{k-5}'".to_owned(),
+            ),
+            (
+                crate::replay::POSTGRES_BATCH,
+                "'{e9}', '{quiet-' || n || '}', '{k-5}', '{1}', '{2}', '{}', '{}', '{}', 60000"
+                    .to_owned(),
+            ),
+        ] {
+            conn.batch_execute(&format!(
+                "DEALLOCATE ALL; SET plan_cache_mode = auto; SET random_page_cost = 4;
+                 PREPARE probe AS {statement}"
+            ))
+            .expect("prepare");
+            for n in 0..8 {
+                let arguments = arguments.replace("' || n || '", &n.to_string());
+                conn.batch_execute(&format!("EXECUTE probe({arguments})"))
+                    .expect("execute");
+            }
+            let plans: Plans = diesel::sql_query(
+                "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'probe'",
+            )
+            .get_result(conn)
+            .expect("plans");
+            assert!(plans.generic_plans > 0, "{statement}");
+        }
     }
 }
