@@ -167,8 +167,8 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FU
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -1024;";
 
 /// PostgreSQL settings of every session: a random page read costed at 1.1 sequential
-/// ones instead of the server's default 4, unless the server, the database or the role
-/// sets a value of its own. keyward's statements read a small, hot working set (keys,
+/// ones instead of PostgreSQL's default 4; a value other than 4, set on the server,
+/// the database or the role, is kept. keyward's statements read a small, hot working set (keys,
 /// replay records) through unique indexes; at the default, the planner prefers a
 /// sequential scan of the key table to a handful of index probes until the table holds
 /// about a thousand keys or more (each replay batch and each read of keys then scanned
