@@ -1377,6 +1377,14 @@ mod tests {
             .join("\n")
     }
 
+    /// The PostgreSQL connection of a PostgreSQL test database.
+    fn postgres(conn: &mut DbConnection) -> &mut diesel::PgConnection {
+        match conn {
+            DbConnection::Postgres(conn) => conn,
+            DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+        }
+    }
+
     fn random_page_cost(db: &crate::testing::TestDb) -> String {
         #[derive(QueryableByName)]
         struct Setting {
@@ -1384,11 +1392,8 @@ mod tests {
             value: String,
         }
         let mut conn = db.pool().get().expect("connection");
-        let DbConnection::Postgres(conn) = &mut *conn else {
-            unreachable!("a PostgreSQL test database");
-        };
         diesel::sql_query("SELECT current_setting('random_page_cost') AS value")
-            .get_result::<Setting>(conn)
+            .get_result::<Setting>(postgres(&mut conn))
             .expect("setting")
             .value
     }
@@ -1404,10 +1409,8 @@ mod tests {
         };
         let name = url.rsplit('/').next().expect("database name");
         let mut conn = db.pool().get().expect("connection");
-        let DbConnection::Postgres(conn) = &mut *conn else {
-            unreachable!("a PostgreSQL test database");
-        };
-        conn.batch_execute(&format!("ALTER DATABASE {name} SET random_page_cost = 2"))
+        postgres(&mut conn)
+            .batch_execute(&format!("ALTER DATABASE {name} SET random_page_cost = 2"))
             .expect("alter database");
         // A new pool's sessions start with the database's value and keep it.
         assert_eq!(random_page_cost(&db), "2");
@@ -1427,9 +1430,7 @@ mod tests {
         let mut conn = crate::ConnectionManager::new(db.url.clone())
             .establish()
             .expect("connect");
-        let DbConnection::Postgres(conn) = &mut conn else {
-            unreachable!("a PostgreSQL test database");
-        };
+        let conn = postgres(&mut conn);
         conn.batch_execute(
             "INSERT INTO enterprises (id, name, created_at)
                  SELECT 'e' || i, 'E', 0 FROM generate_series(0, 9) i;
