@@ -225,9 +225,12 @@ pub struct Ed25519Key {
     bytes: [u8; 32],
     dalek: ed25519_dalek::VerifyingKey,
     aws_lc: OnceLock<Option<ParsedPublicKey>>,
-    /// Whether the key has no small-order component, found out at its first batched
-    /// check (a scalar multiplication, which registration need not pay).
+    /// Whether the key has no small-order component, found out at its second signature
+    /// (a scalar multiplication, which registration need not pay; see
+    /// [`Self::may_join_batches`]).
     torsion_free: OnceLock<bool>,
+    /// Whether a signature was already offered to a batch under this key.
+    offered: AtomicBool,
 }
 
 /// One Ed25519 check in this many, per thread, runs with both implementations, timed,
@@ -251,6 +254,7 @@ impl Ed25519Key {
             dalek,
             aws_lc: OnceLock::new(),
             torsion_free: OnceLock::new(),
+            offered: AtomicBool::new(false),
         })
     }
 
@@ -273,10 +277,26 @@ impl Ed25519Key {
         let s: [u8; 32] = s.try_into().ok()?;
         let qualifies = canonical_encoding(r)
             && bool::from(curve25519_dalek::Scalar::from_canonical_bytes(s).is_some())
-            && *self
-                .torsion_free
-                .get_or_init(|| self.dalek.to_edwards().is_torsion_free());
+            && self.may_join_batches();
         qualifies.then(|| ed25519_dalek::Signature::from_bytes(signature))
+    }
+
+    /// Whether the key has no small-order component, so that its signatures may join a
+    /// batch. Finding that out is a scalar multiplication, which costs more than the
+    /// batch saves on one signature (a batched signature costs a little over half a
+    /// single check): a key's first signature is left to a single check, and the key is
+    /// examined at its second. A key read for one verification, as most are in a store
+    /// too large for every key to stay in memory, never pays the examination.
+    fn may_join_batches(&self) -> bool {
+        if let Some(free) = self.torsion_free.get() {
+            return *free;
+        }
+        if !self.offered.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        *self
+            .torsion_free
+            .get_or_init(|| self.dalek.to_edwards().is_torsion_free())
     }
 
     /// The check with the implementation chosen now, except on a sampled call, which
@@ -1021,11 +1041,17 @@ mod tests {
             signer.verifying_key().to_edwards() + curve25519_dalek::constants::EIGHT_TORSION[1];
         let key = Ed25519Key::new(mixed.compress().to_bytes()).expect("not of small order");
         let signature = signer.sign(b"m").to_bytes();
-        assert!(key.batchable(&signature).is_none());
+        for _ in 0..3 {
+            assert!(key.batchable(&signature).is_none());
+        }
         let (_, plain) = ed25519_signer(0x23);
         let VerifyingKey::Ed25519(plain) = plain else {
             unreachable!()
         };
+        // A key's first signature is checked alone; from its second on, the key is known
+        // to have no small-order component.
+        assert!(plain.batchable(&signature).is_none());
+        assert!(plain.batchable(&signature).is_some());
         assert!(plain.batchable(&signature).is_some());
     }
 }
