@@ -590,18 +590,19 @@ impl KeyService {
     /// through [`KeyStore::fetch_key`]: the store may read the keys asked for at the
     /// same time together, and answer on a thread of its own.
     pub fn fetch(&self, admin: &EnterpriseAdmin, key_id: &str, done: KeyAnswer) {
-        let not_found = DomainError::KeyNotFound(key_id.escape_debug().to_string());
+        let not_found = |key_id: &str| DomainError::KeyNotFound(key_id.escape_debug().to_string());
         // A keyId that could never have been registered is not looked up at all.
         let Ok(key_id) = KeyId::parse(key_id) else {
-            return done(Err(not_found));
+            return done(Err(not_found(key_id)));
         };
+        let asked = key_id.clone();
         self.store.fetch_key(
             &admin.enterprise,
             key_id.as_str(),
             Box::new(move |read| {
                 done(
                     read.map_err(DomainError::from)
-                        .and_then(|key| key.ok_or(not_found)),
+                        .and_then(|key| key.ok_or_else(|| not_found(asked.as_str()))),
                 );
             }),
         );
